@@ -58,8 +58,11 @@ export interface BusConnection {
   getCredentials(uniqueName: string): Promise<Credentials>;
   requestName(name: string, opts?: { doNotQueue?: boolean; allowReplacement?: boolean; replaceExisting?: boolean }): Promise<RequestNameResult>;
   releaseName(name: string): Promise<void>;
-  /** Subscribes to org.freedesktop.DBus NameOwnerChanged; returns the unsubscribe function. */
-  onNameOwnerChanged(cb: (name: string, oldOwner: string, newOwner: string) => void): () => void;
+  /** Subscribes to org.freedesktop.DBus NameOwnerChanged; resolves (with the unsubscribe
+   * function) once the match rule is in place on the bus. */
+  onNameOwnerChanged(cb: (name: string, oldOwner: string, newOwner: string) => void): Promise<() => void>;
+  /** Broadcasts a signal from this connection. */
+  emitSignal(path: string, iface: string, member: string, signature: string, body: BusValue[]): void;
   /** Serves incoming method calls (one handler; calls it returns undefined for get UnknownObject). */
   serve(handler: CallHandler): void;
   /** Called once when the connection to the bus is gone (dbus-daemon died, socket closed). */

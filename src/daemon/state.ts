@@ -1,0 +1,161 @@
+import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { HmdError, ErrorCode, describeError } from '../errors.js';
+import type { Logger } from '../log.js';
+
+/** Writes `data` to `path` so that a crash at any point leaves either the old or the new file. */
+export function writeFileAtomic(path: string, data: string | Buffer, mode = 0o600): void {
+  const tmp = `${path}.tmp-${process.pid}`;
+  const fd = openSync(tmp, 'w', mode);
+  try {
+    const buf = typeof data === 'string' ? Buffer.from(data) : data;
+    let off = 0;
+    while (off < buf.length) off += writeSync(fd, buf, off, buf.length - off);
+    fsyncSync(fd);
+  } catch (err) {
+    closeSync(fd);
+    try {
+      unlinkSync(tmp);
+    } catch {
+      // nothing to clean
+    }
+    throw err;
+  }
+  closeSync(fd);
+  renameSync(tmp, path);
+  const dfd = openSync(dirname(path), 'r');
+  try {
+    fsyncSync(dfd);
+  } finally {
+    closeSync(dfd);
+  }
+}
+
+export const STATE_VERSION = 1;
+
+export interface StateStoreOptions {
+  dir: string;
+  logger: Logger;
+  /** Builds the document to persist (called at flush time, so it is always current). */
+  collect: () => Record<string, unknown>;
+  /** Coalescing window: changes within it share one write and one fsync. */
+  flushDelayMs?: number;
+  file?: string;
+}
+
+/**
+ * The daemon's durable state, in one file so the device table and the delivery queues are
+ * always consistent with each other. Writes are batched off the delivery path: components
+ * mark the state dirty and go on; `afterDurable` callbacks (e.g. deleting spool files) run
+ * once a write that covers their change has reached the disk.
+ */
+export class StateStore {
+  private readonly path: string;
+  private dirty = false;
+  private timer: NodeJS.Timeout | undefined;
+  private flushing = false;
+  private waiting: Array<() => void> = [];
+  private failing = false;
+  private stopped = false;
+
+  constructor(private readonly opts: StateStoreOptions) {
+    this.path = join(opts.dir, opts.file ?? 'state.json');
+  }
+
+  /** Reads the saved state; null when there is none. A corrupt file is moved aside, not fatal. */
+  load(): Record<string, unknown> | null {
+    mkdirSync(this.opts.dir, { recursive: true, mode: 0o700 });
+    let text: string;
+    try {
+      text = readFileSync(this.path, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw new HmdError(ErrorCode.StateCorrupt, `cannot read ${this.path}: ${describeError(err)}`, { cause: err });
+    }
+    try {
+      const doc = JSON.parse(text) as unknown;
+      if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw new Error('not an object');
+      const version = (doc as { version?: unknown }).version;
+      if (typeof version !== 'number' || version > STATE_VERSION) throw new Error(`unsupported state version ${String(version)}`);
+      return doc as Record<string, unknown>;
+    } catch (err) {
+      const aside = `${this.path}.corrupt-${Date.now()}`;
+      try {
+        renameSync(this.path, aside);
+      } catch {
+        // leave it where it is
+      }
+      this.opts.logger.error({ file: this.path, movedTo: aside, err: describeError(err) }, 'saved state is unreadable; starting from an empty state');
+      return null;
+    }
+  }
+
+  markDirty(): void {
+    if (this.stopped) return;
+    this.dirty = true;
+    this.schedule();
+  }
+
+  /** Runs `cb` after the next write that includes every change made so far. */
+  afterDurable(cb: () => void): void {
+    this.waiting.push(cb);
+    this.markDirty();
+  }
+
+  private schedule(): void {
+    if (this.timer !== undefined || this.flushing) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.flush();
+    }, this.failing ? 1000 : (this.opts.flushDelayMs ?? 10));
+  }
+
+  /** Writes now if anything changed. Synchronous: the write is small and this keeps ordering trivial. */
+  flush(): void {
+    if (!this.dirty || this.flushing) return;
+    if (this.timer !== undefined) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
+    this.flushing = true;
+    this.dirty = false;
+    const callbacks = this.waiting;
+    this.waiting = [];
+    try {
+      const doc = { version: STATE_VERSION, savedAt: new Date().toISOString(), ...this.opts.collect() };
+      writeFileAtomic(this.path, JSON.stringify(doc));
+      if (this.failing) this.opts.logger.info({ file: this.path }, 'state is being saved again');
+      this.failing = false;
+    } catch (err) {
+      // Disk full or read-only: keep everything in memory, keep the spool files, try again.
+      if (!this.failing) this.opts.logger.error({ file: this.path, err: describeError(err) }, 'cannot save state; will retry');
+      this.failing = true;
+      this.dirty = true;
+      this.waiting = callbacks.concat(this.waiting);
+      this.flushing = false;
+      this.schedule();
+      return;
+    }
+    this.flushing = false;
+    for (const cb of callbacks) {
+      try {
+        cb();
+      } catch (err) {
+        this.opts.logger.error({ err: describeError(err) }, 'after-save callback failed');
+      }
+    }
+    if (this.dirty) this.schedule();
+  }
+
+  /** Final write at shutdown. */
+  stop(): void {
+    this.flush();
+    this.stopped = true;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  get healthy(): boolean {
+    return !this.failing;
+  }
+}

@@ -1,0 +1,129 @@
+import { z } from 'zod';
+import { agentBusName, agentObjectPath } from '../constants.js';
+
+/** One notification waiting for (or in) delivery to one container. */
+export interface QueueItem {
+  kind: 'insert' | 'remove';
+  deviceId: string;
+  /** udev properties (+ enrichment), without HMD_SEQUENCE/HMD_REPLAY: those are per container. */
+  properties: Record<string, string>;
+  replay: boolean;
+  /** Assigned when first sent, kept for a resend: a redelivered event keeps its HMD_SEQUENCE. */
+  seq?: number;
+  /** When it was queued (ms), for the lag shown in status. */
+  queuedAt: number;
+}
+
+export type OwnerState = 'unknown' | 'verifying' | 'verified' | 'absent' | 'squatted';
+
+/**
+ * The delivery state of one Ready container: an ordered queue with at most one call in flight,
+ * the next HMD_SEQUENCE, and the set of devices it has acknowledged (for a resync).
+ */
+export class ContainerQueue {
+  readonly busName: string;
+  readonly path: string;
+  owner: string | null = null;
+  ownerState: OwnerState = 'unknown';
+  /** Bumped on every owner change, so a stale verification cannot win a race. */
+  ownerGeneration = 0;
+  nextSeq = 1;
+  items: QueueItem[] = [];
+  inFlight: QueueItem | null = null;
+  stalled = false;
+  resync = false;
+  told = new Set<string>();
+  delivered = 0;
+  timeouts = 0;
+  lastDeliveryAt: number | null = null;
+  retryDelayMs = 0;
+  retryTimer: NodeJS.Timeout | undefined;
+  stallTimer: NodeJS.Timeout | undefined;
+  closed = false;
+
+  constructor(
+    readonly cid: string,
+    /** The connection that called Ready: a different one means a restarted agent. */
+    public readyConnection: string,
+  ) {
+    this.busName = agentBusName(cid);
+    this.path = agentObjectPath(cid);
+  }
+
+  get length(): number {
+    return this.items.length + (this.inFlight ? 1 : 0);
+  }
+
+  lagMs(now: number): number {
+    const oldest = this.inFlight ?? this.items[0];
+    return oldest === undefined ? 0 : Math.max(0, now - oldest.queuedAt);
+  }
+
+  clearTimers(): void {
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    if (this.stallTimer) clearTimeout(this.stallTimer);
+    this.retryTimer = undefined;
+    this.stallTimer = undefined;
+  }
+}
+
+// Persisted form: property maps are stored once and referenced by index, since the same
+// event (or present device) sits in many containers' queues.
+const itemSchema = z.tuple([z.enum(['insert', 'remove']), z.string(), z.number().int().nonnegative(), z.boolean(), z.number().int().positive().nullable()]);
+const containerSchema = z.object({
+  cid: z.string().regex(/^[0-9a-f]{64}$/),
+  readyConnection: z.string(),
+  owner: z.string().nullable(),
+  nextSeq: z.number().int().positive(),
+  resync: z.boolean(),
+  told: z.array(z.string()),
+  items: z.array(itemSchema),
+});
+export const dispatchStateSchema = z.object({
+  props: z.array(z.record(z.string(), z.string())),
+  containers: z.array(containerSchema),
+});
+export type DispatchState = z.infer<typeof dispatchStateSchema>;
+
+export function serializeQueues(queues: Iterable<ContainerQueue>): DispatchState {
+  const props: Array<Record<string, string>> = [];
+  const index = new Map<Record<string, string>, number>();
+  const ref = (p: Record<string, string>): number => {
+    let i = index.get(p);
+    if (i === undefined) {
+      i = props.length;
+      props.push(p);
+      index.set(p, i);
+    }
+    return i;
+  };
+  const containers = [...queues].map((q) => ({
+    cid: q.cid,
+    readyConnection: q.readyConnection,
+    owner: q.owner,
+    nextSeq: q.nextSeq,
+    resync: q.resync,
+    told: [...q.told],
+    items: [...(q.inFlight ? [q.inFlight] : []), ...q.items].map(
+      (it) => [it.kind, it.deviceId, ref(it.properties), it.replay, it.seq ?? null] as z.infer<typeof itemSchema>,
+    ),
+  }));
+  return { props, containers };
+}
+
+export function restoreQueue(saved: DispatchState['containers'][number], props: DispatchState['props'], now: number): ContainerQueue {
+  const q = new ContainerQueue(saved.cid, saved.readyConnection);
+  q.owner = saved.owner;
+  q.nextSeq = saved.nextSeq;
+  q.resync = saved.resync;
+  q.told = new Set(saved.told);
+  q.items = saved.items.map(([kind, deviceId, p, replay, seq]) => ({
+    kind,
+    deviceId,
+    properties: props[p] ?? { DEVPATH: deviceId },
+    replay,
+    ...(seq === null ? {} : { seq }),
+    queuedAt: now,
+  }));
+  return q;
+}
