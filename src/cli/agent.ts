@@ -52,6 +52,7 @@ export async function runAgent(opts: RunAgentOptions, write: LineWriter): Promis
     agent = await connectAgent({
       bus: opts.bus,
       logger,
+      signal: opts.signal,
       onInserted: (n) => print('DeviceInserted', n),
       onRemoved: (n) => print('DeviceRemoved', n),
       onStateChange: (state) => {
@@ -60,10 +61,10 @@ export async function runAgent(opts: RunAgentOptions, write: LineWriter): Promis
       },
     });
   } catch (err) {
+    if (opts.signal?.aborted) return 0;
     logger.error({ err: describeError(err), code: isHmdError(err) ? err.code : undefined }, 'cannot start the agent');
     return 1;
   }
-  logger.info({ busName: agent.busName }, 'agent ready');
   const signal = opts.signal;
   if (signal !== undefined) {
     if (signal.aborted) finish(0);

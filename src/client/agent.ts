@@ -42,6 +42,8 @@ export interface AgentOptions {
   logger?: Logger;
   /** Deadline of each call to the daemon (default 10 s). */
   callTimeoutMs?: number;
+  /** Aborting closes the agent, also while connectAgent() is still under way. */
+  signal?: AbortSignal;
 }
 
 export interface Agent {
@@ -89,7 +91,10 @@ class ContainerAgent implements Agent {
   private resync: Promise<void> | null = null;
   private resyncAgain = false;
   private readonly stop = new AbortController();
+  /** Stopped: bus lost or close() called; nothing new starts. */
   private closed = false;
+  /** close() has run (it still owes the connection a close after a loss). */
+  private disposed = false;
   private unsubscribe: (() => void) | null = null;
   private readonly logger: Logger;
   private readonly events = loadInterface(EVENTS_INTERFACE);
@@ -99,8 +104,15 @@ class ContainerAgent implements Agent {
   }
 
   async start(): Promise<void> {
+    const { signal } = this.opts;
+    if (signal?.aborted) throw new HmdError(ErrorCode.BusLost, 'aborted before the agent started');
+    signal?.addEventListener('abort', () => void this.close(), { once: true });
     this.opts.onStateChange?.(this.state);
     const conn = await connectBus({ bus: this.opts.bus ?? 'system', logger: this.logger });
+    if (this.closed) {
+      conn.close();
+      throw this.stop.signal.reason as Error;
+    }
     this.conn = conn;
     conn.onLost((reason) => this.lost(reason));
     conn.serve((call) => (this.router === null ? undefined : this.router(call)));
@@ -136,12 +148,13 @@ class ContainerAgent implements Agent {
   }
 
   async close(): Promise<void> {
-    if (this.closed) return;
+    if (this.disposed) return;
+    this.disposed = true;
     const conn = this.conn;
     const name = this.busName;
-    const wasLost = this.state === 'daemon-gone';
+    const live = !this.closed;
     this.shutdown(new HmdError(ErrorCode.BusLost, 'the agent was closed'));
-    if (conn !== null && name !== null && !wasLost) {
+    if (conn !== null && name !== null && live) {
       try {
         // Say goodbye explicitly: the daemon sees the name go before the connection does.
         await conn.releaseName(name);

@@ -3,7 +3,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { connectBus } from '../../src/bus/connection.js';
 import { loadInterface } from '../../src/bus/introspect.js';
 import { createRouter, ret } from '../../src/bus/router.js';
-import { RemoteError, type BusConnection } from '../../src/bus/types.js';
+import { RemoteError, type BusConnection, type CallReply } from '../../src/bus/types.js';
 import { agentCommand, runAgent } from '../../src/cli/agent.js';
 import { SequenceTracker, connectAgent, parseNotice, type Agent, type AgentOptions, type AgentState, type DeviceNotice } from '../../src/client/index.js';
 import {
@@ -44,6 +44,8 @@ class FakeDaemon {
   readonly calls: Array<{ member: string; sender: string }> = [];
   register: [number, string] = [Status.OK, NAME];
   startSave: number = Status.OK;
+  /** Register never answers (a hung daemon). */
+  hangRegister = false;
   /** Answers to GetKeystoreStatus in turn; the last one repeats. */
   saveStatuses: number[] = [Status.OK];
 
@@ -52,7 +54,7 @@ class FakeDaemon {
   static async start(address: string): Promise<FakeDaemon> {
     const conn = await connectBus({ bus: address, logger });
     const d = new FakeDaemon(conn);
-    const answer = (member: string, reply: () => ReturnType<typeof ret>) => (call: { sender: string }) => {
+    const answer = (member: string, reply: () => CallReply | Promise<CallReply>) => (call: { sender: string }) => {
       d.calls.push({ member, sender: call.sender });
       return reply();
     };
@@ -64,7 +66,7 @@ class FakeDaemon {
             {
               def: loadInterface(CONTAINER_INTERFACE),
               impl: {
-                Register: answer('Register', () => ret('is', d.register)),
+                Register: answer('Register', () => (d.hangRegister ? new Promise<never>(() => undefined) : ret('is', d.register))),
                 Ready: answer('Ready', () => ret()),
                 StartKeystoreSave: answer('StartKeystoreSave', () => ret('i', [d.startSave])),
                 GetKeystoreStatus: answer('GetKeystoreStatus', () => ret('i', [d.saveStatuses.length > 1 ? d.saveStatuses.shift() : d.saveStatuses[0]])),
@@ -313,6 +315,16 @@ describe.skipIf(blocker !== null)('client library against a private dbus-daemon'
     it('exits non-zero when it cannot register', async () => {
       daemon.register = [Status.ENODATA, ''];
       expect(await runAgent({ bus: bus.address, logger }, () => undefined)).toBe(1);
+    });
+
+    it('stops promptly and cleanly when told to while the daemon is not answering', async () => {
+      daemon.hangRegister = true;
+      const stop = new AbortController();
+      const running = runAgent({ bus: bus.address, logger, signal: stop.signal }, () => undefined);
+      await waitUntil('Register', () => daemon.count('Register') === 1);
+      stop.abort();
+      expect(await running).toBe(0);
+      expect(await daemon.conn.getNameOwner(NAME)).toBeNull();
     });
 
     it('wires its options: a bad --bus is an error exit, not a crash', async () => {
