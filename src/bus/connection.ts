@@ -212,6 +212,16 @@ class DbusNextConnection implements BusConnection {
     await this.call(DBUS_NAME, DBUS_PATH, DBUS_NAME, 'ReleaseName', 's', [name], { timeoutMs: 5000 });
   }
 
+  async onSignal(iface: string, member: string, cb: (body: BusValue[], sender: string) => void): Promise<() => void> {
+    const listener = (msg: Message): void => {
+      if (msg.type === MessageType.SIGNAL && msg.interface === iface && msg.member === member) cb((msg.body ?? []) as BusValue[], msg.sender ?? '');
+    };
+    this.bus.on('message', listener);
+    return () => {
+      this.bus.off('message', listener);
+    };
+  }
+
   async onNameOwnerChanged(cb: (name: string, oldOwner: string, newOwner: string) => void): Promise<() => void> {
     this.nocListeners.add(cb);
     // One match rule per connection, added once: subscribe cycles never leak rules on the bus.
@@ -270,9 +280,11 @@ class DbusNextConnection implements BusConnection {
   }
 
   /** Sends a signal from this connection (used by the Admin Monitor stream). */
-  emitSignal(path: string, iface: string, member: string, signature: string, body: BusValue[]): void {
+  emitSignal(path: string, iface: string, member: string, signature: string, body: BusValue[], destination?: string): void {
     if (this.lost || this.closed) return;
-    this.bus.send(Message.newSignal(path, iface, member, signature, body as never[]));
+    const msg = Message.newSignal(path, iface, member, signature, body as never[]);
+    if (destination !== undefined) msg.destination = destination;
+    this.bus.send(msg);
   }
 
   close(): void {

@@ -61,8 +61,10 @@ export interface BusConnection {
   /** Subscribes to org.freedesktop.DBus NameOwnerChanged; resolves (with the unsubscribe
    * function) once the match rule is in place on the bus. */
   onNameOwnerChanged(cb: (name: string, oldOwner: string, newOwner: string) => void): Promise<() => void>;
-  /** Broadcasts a signal from this connection. */
-  emitSignal(path: string, iface: string, member: string, signature: string, body: BusValue[]): void;
+  /** Listens for signals of one interface member addressed to us (unicast needs no match rule). */
+  onSignal(iface: string, member: string, cb: (body: BusValue[], sender: string) => void): Promise<() => void>;
+  /** Sends a signal from this connection: broadcast, or unicast to `destination`. */
+  emitSignal(path: string, iface: string, member: string, signature: string, body: BusValue[], destination?: string): void;
   /** Serves incoming method calls (one handler; calls it returns undefined for get UnknownObject). */
   serve(handler: CallHandler): void;
   /** Called once when the connection to the bus is gone (dbus-daemon died, socket closed). */

@@ -1,7 +1,7 @@
 // A scriptable D-Bus peer that runs inside a fake container: it reads JSON commands on stdin
 // and answers on stdout, one JSON object a line. It talks raw dbus-next on purpose, so the
 // daemon is tested against an implementation other than its own client library.
-import dbus from '@jellybrick/dbus-next';
+import * as dbus from '@jellybrick/dbus-next';
 import { createInterface } from 'node:readline';
 
 const { Message, MessageType, sessionBus } = dbus;

@@ -1,0 +1,151 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { connectBus } from '../../../src/bus/connection.js';
+import type { BusConnection } from '../../../src/bus/types.js';
+import { ADMIN_INTERFACE, DAEMON_BUS_NAME, DAEMON_OBJECT_PATH } from '../../../src/constants.js';
+import { silentLogger } from '../../../src/log.js';
+import { REPO, type PrivateBus } from './dbus.js';
+
+export interface DaemonDirs {
+  root: string;
+  spoolDir: string;
+  stateDir: string;
+  keystoreSource: string;
+  keystoreStore: string;
+  keyFile: string;
+  configFile: string;
+}
+
+/** A scratch tree for one daemon: spool, state, keystore folders and a config naming them. */
+export function daemonDirs(config: Record<string, unknown> = {}): DaemonDirs {
+  const root = mkdtempSync(join(tmpdir(), 'hmd-daemon-'));
+  const d: DaemonDirs = {
+    root,
+    spoolDir: join(root, 'spool'),
+    stateDir: join(root, 'state'),
+    keystoreSource: join(root, 'keystores'),
+    keystoreStore: join(root, 'state', 'keystore'),
+    keyFile: join(root, 'etc', 'keystore.key'),
+    configFile: join(root, 'config.json'),
+  };
+  mkdirSync(d.keystoreSource, { recursive: true });
+  const devices = (config['devices'] as Record<string, unknown> | undefined) ?? {};
+  const full = {
+    ...config,
+    spoolDir: d.spoolDir,
+    stateDir: d.stateDir,
+    keystore: { sourceDir: join(d.keystoreSource, '{cid}'), storeDir: d.keystoreStore, keyFile: d.keyFile, ...((config['keystore'] as object | undefined) ?? {}) },
+    devices: { coldplug: false, enrich: false, ...devices },
+  };
+  writeFileSync(d.configFile, JSON.stringify(full, null, 2));
+  return d;
+}
+
+export class DaemonProcess {
+  readonly logs: Array<Record<string, unknown>> = [];
+  private exitWaiters: Array<(code: number | null) => void> = [];
+  exitCode: number | null | undefined = undefined;
+  constructor(
+    readonly proc: ChildProcess,
+    readonly dirs: DaemonDirs,
+    readonly bus: PrivateBus,
+  ) {
+    proc.once('exit', (code, signal) => {
+      this.exitCode = code ?? (signal ? -1 : null);
+      for (const w of this.exitWaiters.splice(0)) w(this.exitCode);
+    });
+  }
+
+  get running(): boolean {
+    return this.exitCode === undefined;
+  }
+
+  waitExit(timeoutMs = 10_000): Promise<number | null> {
+    if (!this.running) return Promise.resolve(this.exitCode ?? null);
+    return new Promise((res, rej) => {
+      const t = setTimeout(() => rej(new Error('daemon did not exit')), timeoutMs);
+      this.exitWaiters.push((c) => {
+        clearTimeout(t);
+        res(c);
+      });
+    });
+  }
+
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+    if (!this.running) return this.exitCode ?? null;
+    this.proc.kill(signal);
+    return this.waitExit();
+  }
+
+  logsMatching(msg: string): Array<Record<string, unknown>> {
+    return this.logs.filter((l) => typeof l['msg'] === 'string' && (l['msg'] as string).includes(msg));
+  }
+}
+
+/** Starts `hmd daemon` from dist/ on the private bus; resolves once it owns its name. */
+export async function startDaemon(bus: PrivateBus, dirs: DaemonDirs, opts: { env?: Record<string, string>; args?: string[] } = {}): Promise<DaemonProcess> {
+  const proc = spawn(process.execPath, [join(REPO, 'dist/main.js'), 'daemon', '--bus', bus.address, '--config', dirs.configFile, '--log-level', 'debug', ...(opts.args ?? [])], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...opts.env },
+  });
+  const d = new DaemonProcess(proc, dirs, bus);
+  let stderr = '';
+  proc.stderr?.on('data', (b: Buffer) => {
+    stderr += b.toString();
+    if (process.env['HMD_TEST_VERBOSE']) process.stderr.write(b);
+  });
+  await new Promise<void>((res, rej) => {
+    const timer = setTimeout(() => rej(new Error(`daemon did not start serving: ${stderr}`)), 20_000);
+    createInterface({ input: proc.stdout! }).on('line', (line) => {
+      try {
+        const l = JSON.parse(line) as Record<string, unknown>;
+        d.logs.push(l);
+        if (process.env['HMD_TEST_VERBOSE']) process.stderr.write(`${line}\n`);
+        if (l['msg'] === 'serving') {
+          clearTimeout(timer);
+          res();
+        }
+      } catch {
+        // not a log line
+      }
+    });
+    proc.once('exit', (code) => {
+      clearTimeout(timer);
+      rej(new Error(`daemon exited ${code} before serving: ${stderr}`));
+    });
+  });
+  return d;
+}
+
+/** A root connection to the private bus, for status queries and direct calls. */
+export async function rootClient(bus: PrivateBus): Promise<BusConnection> {
+  return connectBus({ bus: bus.address, logger: silentLogger(), watchdogMs: 0 });
+}
+
+export async function getStatus(client: BusConnection): Promise<{ containers: Array<Record<string, unknown>>; devices: Array<{ id: string; properties: Record<string, string> }>; metrics: Record<string, number> }> {
+  const [text] = await client.call(DAEMON_BUS_NAME, DAEMON_OBJECT_PATH, ADMIN_INTERFACE, 'GetStatus', '', [], { timeoutMs: 10_000 });
+  return JSON.parse(text as string);
+}
+
+export function cleanupDirs(dirs: DaemonDirs): void {
+  rmSync(dirs.root, { recursive: true, force: true });
+}
+
+/** Polls until `check` returns a truthy value (behaviour with a deadline, not a timing test). */
+export async function eventually<T>(check: () => Promise<T> | T, timeoutMs = 10_000, what = 'condition'): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await check();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
