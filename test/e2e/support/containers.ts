@@ -62,6 +62,7 @@ export class FakeContainer {
     const script = dir === null ? 'exec "$@"' : `echo $$ > '${dir}/cgroup.procs' && exec "$@"`;
     const proc = spawn('sh', ['-c', script, 'sh', ...drop, ...inner], { stdio: ['pipe', 'pipe', 'pipe'], cwd: REPO });
     const c = new FakeContainer(cid, dir, proc);
+    c.pid = proc.pid ?? 0;
     live.add(c);
     proc.stderr?.on('data', (d: Buffer) => {
       if (process.env['HMD_TEST_VERBOSE']) process.stderr.write(`[container ${cid?.slice(0, 8)}] ${d.toString()}`);
@@ -75,7 +76,11 @@ export class FakeContainer {
         } catch {
           return;
         }
-        if (msg['type'] === 'started') {
+        if (msg['type'] === 'DeviceInserted' || msg['type'] === 'DeviceRemoved') {
+          // `hmd agent` output: {"type","deviceId","properties"}.
+          c.events.push({ type: 'event', member: msg['type'], path: '', sender: '', deviceId: msg['deviceId'] as string, properties: msg['properties'] as Record<string, string> });
+          for (const w of c.eventWaiters.splice(0)) w();
+        } else if (msg['type'] === 'started') {
           c.pid = msg['pid'] as number;
           res();
         } else if (msg['type'] === 'reply') {
@@ -89,7 +94,8 @@ export class FakeContainer {
         }
       });
     });
-    await started;
+    if (opts.command === undefined) await started;
+    else started.catch(() => undefined);
     return c;
   }
 
@@ -140,6 +146,15 @@ export class FakeContainer {
       });
     }
     return this.events;
+  }
+
+  /** Runs the real `hmd agent` (the contract's container side) in a fake container. */
+  static agent(address: string, opts: { flavour?: CgroupFlavour; cid?: string; uid?: number } = {}): Promise<FakeContainer> {
+    return FakeContainer.start({ ...opts, command: [process.execPath, join(REPO, 'dist/main.js'), 'agent', '--bus', address] });
+  }
+
+  get exited(): boolean {
+    return this.proc.exitCode !== null || this.proc.signalCode !== null;
   }
 
   cgroupText(): string {
