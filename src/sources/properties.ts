@@ -147,7 +147,7 @@ function issuesToReason(error: z.ZodError): string {
       // A bad record key is reported as "Invalid key in record" with the real cause inside.
       const inner = i.code === 'invalid_key' ? i.issues[0]?.message : undefined;
       const message = inner ?? i.message;
-      return i.path.length > 0 ? `${i.path.map((p) => shorten(String(p))).join('.')}: ${message}` : message;
+      return i.path.length > 0 ? `${i.path.map((p) => pathPart(String(p))).join('.')}: ${message}` : message;
     })
     .join('; ');
 }
@@ -182,6 +182,11 @@ export function parseDeviceProperties(raw: Record<string, string>): Record<strin
   if (!res.success) throw invalid(issuesToReason(res.error));
   delete properties['SEQNUM'];
   return properties;
+}
+
+/** A key as it can be shown in a reason: plain names as they are, anything else quoted. */
+function pathPart(key: string): string {
+  return KEY_RE.test(key) ? shorten(key) : quote(key);
 }
 
 function shorten(s: string): string {
