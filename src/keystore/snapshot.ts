@@ -50,6 +50,7 @@ export interface SnapshotOptions {
 
 const SLASH = Buffer.from('/');
 const READ_CHUNK = 64 * 1024;
+const FILE_CONCURRENCY = 8;
 
 export function rejectedEntry(rel: Buffer, reason: string): HmdError {
   const entry = rel.toString('utf8');
@@ -60,66 +61,86 @@ export async function takeSnapshot(root: string, opts: SnapshotOptions): Promise
   const walker = new SnapshotWalker(opts);
   const rootDir = await openSourceRoot(root);
   try {
-    await walker.walkDir(rootDir, Buffer.alloc(0), 1);
+    const entries = await walker.walkDir(rootDir, Buffer.alloc(0), 1);
+    return { entries, bytes: walker.bytes };
   } finally {
     await rootDir.close();
   }
-  return { entries: walker.entries, bytes: walker.bytes };
 }
 
+/** What the first look at an entry found: a file already read, or a directory still to walk. */
+type Found = { kind: 'file'; entry: SnapshotEntry } | { kind: 'dir'; path: Buffer; rel: Buffer; st: BigIntStats } | undefined;
+
 class SnapshotWalker {
-  readonly entries: SnapshotEntry[] = [];
   bytes = 0;
   private count = 0;
   private readonly maxEntries: number;
   private readonly maxDepth: number;
+  /** Files are looked at and read a few at a time (the walk is I/O-bound); directories one by one. */
+  private readonly limiter = new Limiter(FILE_CONCURRENCY);
 
   constructor(private readonly opts: SnapshotOptions) {
     this.maxEntries = opts.maxEntries ?? WALK_LIMITS.maxEntries;
     this.maxDepth = opts.maxDepth ?? WALK_LIMITS.maxDepth;
   }
 
-  /** Takes every entry of `dir`, whose entries are `depth` components deep. */
-  async walkDir(dir: FileHandle, prefix: Buffer, depth: number): Promise<void> {
-    for (const name of await listDir(dir)) {
+  /** The entries of `dir` (whose entries are `depth` components deep) and below, parents first. */
+  async walkDir(dir: FileHandle, prefix: Buffer, depth: number): Promise<SnapshotEntry[]> {
+    const names = await listDir(dir);
+    const relOf = (name: Buffer): Buffer => (prefix.length > 0 ? Buffer.concat([prefix, SLASH, name]) : name);
+    const first = names[0];
+    if (first && depth > this.maxDepth) throw rejectedEntry(relOf(first), `nested more than ${this.maxDepth} levels deep`);
+    this.count += names.length;
+    const over = names[names.length - (this.count - this.maxEntries)];
+    if (this.count > this.maxEntries && over) throw rejectedEntry(relOf(over), `the keystore holds more than ${this.maxEntries} entries`);
+
+    // Every task settles before we return or throw: the tasks use `dir` by its fd number, which
+    // must not be closed (and reused by another open) under them.
+    const found = await allOrFirstError(names.map((name) => this.limiter.run(() => this.look(dir, name, relOf(name)))));
+    const out: SnapshotEntry[] = [];
+    for (const f of found) {
+      if (f?.kind === 'file') out.push(f.entry);
+      if (f?.kind !== 'dir') continue;
       this.opts.signal?.throwIfAborted();
-      const rel = prefix.length > 0 ? Buffer.concat([prefix, SLASH, name]) : name;
-      if (++this.count > this.maxEntries) throw rejectedEntry(rel, `the keystore holds more than ${this.maxEntries} entries`);
-      if (depth > this.maxDepth) throw rejectedEntry(rel, `nested more than ${this.maxDepth} levels deep`);
-      const path = childPath(dir, name);
-      const st = await lstatBig(path).catch(vanishedOr);
-      if (!st) {
-        this.vanished(rel);
-        continue;
-      }
-      const kind = classify(st);
-      if (typeof kind === 'object') throw rejectedEntry(rel, kind.reject);
-      if (kind === 'file') checkLinks(rel, st);
-      await this.opts.beforeOpen?.(rel.toString('utf8'));
-      if (kind === 'dir') await this.takeDir(path, rel, st, depth);
-      else await this.takeFile(path, rel, st);
+      await this.opts.beforeOpen?.(f.rel.toString('utf8'));
+      out.push(...(await this.takeDir(f.path, f.rel, f.st, depth)));
     }
+    return out;
   }
 
-  private async takeDir(path: Buffer, rel: Buffer, seen: BigIntStats, depth: number): Promise<void> {
+  /** `lstat`s one entry, refuses what is not a plain directory or file, and reads a file. */
+  private async look(dir: FileHandle, name: Buffer, rel: Buffer): Promise<Found> {
+    this.opts.signal?.throwIfAborted();
+    const path = childPath(dir, name);
+    const st = await lstatBig(path).catch(vanishedOr);
+    if (!st) return this.vanished(rel);
+    const kind = classify(st);
+    if (typeof kind === 'object') throw rejectedEntry(rel, kind.reject);
+    if (kind === 'dir') return { kind, path, rel, st };
+    checkLinks(rel, st);
+    await this.opts.beforeOpen?.(rel.toString('utf8'));
+    const entry = await this.takeFile(path, rel, st);
+    return entry && { kind, entry };
+  }
+
+  private async takeDir(path: Buffer, rel: Buffer, seen: BigIntStats, depth: number): Promise<SnapshotEntry[]> {
     let fh: FileHandle;
     try {
       fh = await open(path, DIR_FLAGS);
     } catch (err) {
-      if (errnoCode(err) === 'ENOENT') return this.vanished(rel);
+      if (errnoCode(err) === 'ENOENT') return this.vanished(rel) ?? [];
       throw rejectedEntry(rel, `was replaced during the save and is no longer a directory (${errnoCode(err) ?? 'open failed'})`);
     }
     try {
       const st = await fh.stat({ bigint: true });
       if (!sameObject(seen, st)) throw rejectedEntry(rel, 'was replaced during the save');
-      this.entries.push({ kind: 'dir', path: rel, mode: permBits(st.mode) });
-      await this.walkDir(fh, rel, depth + 1);
+      return [{ kind: 'dir', path: rel, mode: permBits(st.mode) }, ...(await this.walkDir(fh, rel, depth + 1))];
     } finally {
       await fh.close();
     }
   }
 
-  private async takeFile(path: Buffer, rel: Buffer, seen: BigIntStats): Promise<void> {
+  private async takeFile(path: Buffer, rel: Buffer, seen: BigIntStats): Promise<SnapshotEntry | undefined> {
     let pathFd: FileHandle;
     try {
       pathFd = await open(path, PATH_FLAGS);
@@ -128,17 +149,18 @@ class SnapshotWalker {
       throw rejectedEntry(rel, `cannot be opened (${errnoCode(err) ?? 'open failed'})`);
     }
     let fh: FileHandle;
+    let st: BigIntStats;
     try {
-      verifySame(rel, seen, await pathFd.stat({ bigint: true }));
+      st = await pathFd.stat({ bigint: true });
+      verifySame(rel, seen, st);
+      // Reopening through the O_PATH descriptor opens exactly the object just verified.
       fh = await open(fdPath(pathFd), REOPEN_READ_FLAGS);
     } finally {
       await pathFd.close();
     }
     try {
-      const st = await fh.stat({ bigint: true });
-      verifySame(rel, seen, st);
       const data = await this.readCounted(fh, rel, Number(st.size));
-      this.entries.push({ kind: 'file', path: rel, mode: permBits(st.mode), data });
+      return { kind: 'file', path: rel, mode: permBits(st.mode), data };
     } finally {
       await fh.close();
     }
@@ -151,11 +173,11 @@ class SnapshotWalker {
     const chunks: Buffer[] = [];
     while (true) {
       signal?.throwIfAborted();
-      // One byte beyond the allowance: reading it proves the file outgrew the limit.
+      // One byte beyond the allowance: reading it proves the keystore outgrew the limit.
       const room = limitBytes - this.bytes + 1;
-      const buf = Buffer.allocUnsafe(Math.max(1, Math.min(READ_CHUNK, room, chunks.length === 0 ? sizeHint + 1 : READ_CHUNK)));
+      const want = chunks.length === 0 ? sizeHint + 1 : READ_CHUNK;
+      const buf = Buffer.allocUnsafe(Math.max(1, Math.min(READ_CHUNK, room, want)));
       const { bytesRead } = await fh.read(buf, 0, buf.length, null);
-      if (bytesRead === 0) break;
       this.bytes += bytesRead;
       if (this.bytes > limitBytes) {
         throw new HmdError(
@@ -165,12 +187,41 @@ class SnapshotWalker {
         );
       }
       chunks.push(buf.subarray(0, bytesRead));
+      // A regular file reads short only at its end: no extra read to learn that.
+      if (bytesRead < buf.length) break;
     }
     return Buffer.concat(chunks);
   }
 
-  private vanished(rel: Buffer): void {
+  private vanished(rel: Buffer): undefined {
     this.opts.logger?.debug({ entry: rel.toString('utf8') }, 'keystore entry vanished during the save; skipped');
+    return undefined;
+  }
+}
+
+/** Waits for every promise; then throws the first rejection in list order, if any. */
+async function allOrFirstError<T>(promises: Promise<T>[]): Promise<T[]> {
+  const settled = await Promise.allSettled(promises);
+  const failed = settled.find((s) => s.status === 'rejected');
+  if (failed) throw failed.reason;
+  return settled.map((s) => (s as PromiseFulfilledResult<T>).value);
+}
+
+/** A counting semaphore: at most `max` tasks at once. */
+class Limiter {
+  private active = 0;
+  private readonly waiting: (() => void)[] = [];
+  constructor(private readonly max: number) {}
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.active >= this.max) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    this.active++;
+    try {
+      return await task();
+    } finally {
+      this.active--;
+      this.waiting.shift()?.();
+    }
   }
 }
 
