@@ -49,7 +49,7 @@ export async function measureKeystore(root: string, opts: MeasureOptions): Promi
   const done = (): boolean => bytes > opts.limitBytes || entries >= maxEntries;
 
   const walk = async (dir: FileHandle, depth: number): Promise<void> => {
-    for (const name of await listDir(dir)) {
+    for (const name of await listDir(dir, maxEntries - entries)) {
       if (done()) return;
       entries++;
       const path = childPath(dir, name);

@@ -7,7 +7,7 @@
  * `/proc/self/fd/<dirfd>/<name>`: the parent is the object we opened, whatever its path is now.
  */
 import { constants as C, type BigIntStats } from 'node:fs';
-import { lstat, open, readdir, type FileHandle } from 'node:fs/promises';
+import { lstat, open, opendir, type FileHandle } from 'node:fs/promises';
 
 /**
  * `O_PATH` (Linux >= 2.6.39; Node does not export it). The value is the same on x86, x86_64,
@@ -31,9 +31,17 @@ export function fdPath(fh: FileHandle): string {
   return `/proc/self/fd/${fh.fd}`;
 }
 
-/** Names in an open directory, sorted bytewise so snapshots are deterministic. */
-export async function listDir(dir: FileHandle): Promise<Buffer[]> {
-  const names = await readdir(fdPath(dir), { encoding: 'buffer' });
+/**
+ * Names in an open directory, sorted bytewise so snapshots are deterministic. Stops after
+ * `cap + 1` names, so a directory stuffed with millions of entries costs no more than that.
+ */
+export async function listDir(dir: FileHandle, cap = Number.POSITIVE_INFINITY): Promise<Buffer[]> {
+  const names: Buffer[] = [];
+  // With encoding 'buffer' each name arrives as raw bytes (the typings only know strings).
+  for await (const ent of await opendir(fdPath(dir), { encoding: 'buffer' as BufferEncoding, bufferSize: 256 })) {
+    names.push(ent.name as unknown as Buffer);
+    if (names.length > cap) break;
+  }
   return names.sort(Buffer.compare);
 }
 

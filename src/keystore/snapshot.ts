@@ -86,7 +86,7 @@ class SnapshotWalker {
 
   /** The entries of `dir` (whose entries are `depth` components deep) and below, parents first. */
   async walkDir(dir: FileHandle, prefix: Buffer, depth: number): Promise<SnapshotEntry[]> {
-    const names = await listDir(dir);
+    const names = await listDir(dir, this.maxEntries - this.count);
     const relOf = (name: Buffer): Buffer => (prefix.length > 0 ? Buffer.concat([prefix, SLASH, name]) : name);
     const first = names[0];
     if (first && depth > this.maxDepth) throw rejectedEntry(relOf(first), `nested more than ${this.maxDepth} levels deep`);
