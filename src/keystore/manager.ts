@@ -20,7 +20,7 @@ export interface KeystoreManagerOptions {
   /** Persist last status per container here (survives restart). */
   stateDir: string;
   logger: Logger;
-  /** Test hook: delay each file read by this many ms, to make a save slow deterministically. */
+  /** Test hook: delay each file read by this many ms (reads then run one at a time), to make a save slow deterministically. */
   readDelayMs?: number;
   /** Test hook: runs after an entry was `lstat`ed and before it is opened (to stage a swap). */
   beforeOpen?: (cid: string, relPath: string) => void | Promise<void>;

@@ -40,7 +40,7 @@ export interface SnapshotOptions {
   limitBytes: number;
   maxEntries?: number;
   maxDepth?: number;
-  /** Test hook: wait this long before reading each file. */
+  /** Test hook: wait this long before reading each file (files are then read one at a time). */
   readDelayMs?: number;
   /** Test hook: runs after an entry was `lstat`ed and before it is opened (to stage a swap). */
   beforeOpen?: (relPath: string) => void | Promise<void>;
@@ -77,9 +77,11 @@ class SnapshotWalker {
   private readonly maxEntries: number;
   private readonly maxDepth: number;
   /** Files are looked at and read a few at a time (the walk is I/O-bound); directories one by one. */
-  private readonly limiter = new Limiter(FILE_CONCURRENCY);
+  private readonly limiter: Limiter;
 
   constructor(private readonly opts: SnapshotOptions) {
+    // With the delay hook, one file at a time: a save of N files then takes N delays, as tests expect.
+    this.limiter = new Limiter(opts.readDelayMs ? 1 : FILE_CONCURRENCY);
     this.maxEntries = opts.maxEntries ?? WALK_LIMITS.maxEntries;
     this.maxDepth = opts.maxDepth ?? WALK_LIMITS.maxDepth;
   }

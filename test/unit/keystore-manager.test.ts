@@ -67,7 +67,7 @@ describe('keystore manager', () => {
   it('answers EBUSY during a slow save, while another container saves independently', async () => {
     writeTree(env.source(CID_A), { one: '1', two: '2', three: '3' });
     writeTree(env.source(CID_B), { b: 'b' });
-    const m = env.manager({ readDelayMs: 150 });
+    const m = env.manager({ readDelayMs: 80 });
     await m.start();
     expect(await m.startSave(CID_A)).toBe(Status.OK);
     expect(m.getStatus(CID_A)).toBe(Status.EBUSY);
