@@ -24,7 +24,7 @@ export interface KeystoreManagerOptions {
   readDelayMs?: number;
   /** Test hook: runs after an entry was `lstat`ed and before it is opened (to stage a swap). */
   beforeOpen?: (cid: string, relPath: string) => void | Promise<void>;
-  /** How long stop() lets running saves finish before interrupting them. Default 2000 ms. */
+  /** How long stop() lets running saves finish before interrupting them. Default 1000 ms. */
   stopGraceMs?: number;
 }
 
@@ -69,7 +69,8 @@ export class KeystoreManager {
     }
     this.store = new KeystoreStore(opts.config.storeDir);
     this.statusPath = statusFile(opts.stateDir);
-    this.log = opts.logger.child({ component: 'keystore' });
+    // Callers may already have bound the component; binding it twice duplicates the JSON key.
+    this.log = opts.logger.bindings()['component'] === undefined ? opts.logger.child({ component: 'keystore' }) : opts.logger;
   }
 
   async start(): Promise<void> {
@@ -100,7 +101,7 @@ export class KeystoreManager {
     if (running.length > 0) {
       let timer: NodeJS.Timeout | undefined;
       const grace = new Promise<void>((resolve) => {
-        timer = setTimeout(resolve, this.opts.stopGraceMs ?? 2000);
+        timer = setTimeout(resolve, this.opts.stopGraceMs ?? 1000);
       });
       await Promise.race([Promise.all(running.map((r) => r.done)), grace]);
       clearTimeout(timer);
