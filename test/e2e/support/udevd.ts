@@ -192,6 +192,7 @@ export async function startPrivateUdevd(opts: UdevNamespaceOptions): Promise<Pri
     await sleep(50);
   }
 
+  live.add(pid);
   let stopped = false;
   return {
     pid,
@@ -206,6 +207,7 @@ export async function startPrivateUdevd(opts: UdevNamespaceOptions): Promise<Pri
     stop: async () => {
       if (stopped) return;
       stopped = true;
+      live.delete(pid);
       killQuietly(pid, 'SIGTERM');
       await Promise.race([exited, sleep(5000)]);
       if (!gone) {
@@ -220,6 +222,15 @@ export async function startPrivateUdevd(opts: UdevNamespaceOptions): Promise<Pri
     },
   };
 }
+
+// A test process that dies without stop() must not leave a udevd behind.
+const live = new Set<number>();
+process.once('exit', () => {
+  for (const pid of live) killQuietly(pid, 'SIGKILL');
+});
+
+/** PIDs of the private udevds started here and not stopped yet. */
+export const liveUdevdPids = (): number[] => [...live];
 
 const savedLogs = new Map<string, string>();
 /** The log of a stopped udevd (its work folder is gone). */
@@ -275,13 +286,15 @@ export async function waitForSpoolFile(spoolDir: string, match: (p: Record<strin
  * The whole round trip for one device: start a private udevd with the rules, make the kernel
  * emit `action` for `trigger` (a sysfs path), wait for the helper's spool file, stop udevd.
  */
-export async function runUdevdTrigger(opts: UdevNamespaceOptions & { trigger: string; action?: 'add' | 'remove' | 'change'; timeoutMs?: number }): Promise<SpoolHit & { log: string }> {
+export async function runUdevdTrigger(opts: UdevNamespaceOptions & { trigger: string; action?: 'add' | 'remove' | 'change'; timeoutMs?: number }): Promise<SpoolHit & { log: string; pid: number }> {
   const action = opts.action ?? 'add';
   const spoolDir = opts.spoolDir ?? mkdtempSync(join(tmpdir(), 'hmd-spool-'));
   let logFile = '';
+  let pid = 0;
   try {
     const hit = await withPrivateUdevd({ ...opts, spoolDir }, async (udevd) => {
       logFile = udevd.logFile;
+      pid = udevd.pid;
       await udevd.settle();
       udevd.trigger(opts.trigger, action);
       const kernel = basename(opts.trigger);
@@ -291,7 +304,7 @@ export async function runUdevdTrigger(opts: UdevNamespaceOptions & { trigger: st
         throw new Error(`${(err as Error).message}\nudevd log:\n${udevd.log().slice(-3000)}`);
       }
     });
-    return { ...hit, log: stoppedLog(logFile) };
+    return { ...hit, log: stoppedLog(logFile), pid };
   } finally {
     if (opts.spoolDir === undefined) rmSync(spoolDir, { recursive: true, force: true });
   }
