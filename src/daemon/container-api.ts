@@ -19,6 +19,8 @@ export interface ContainerApiDeps {
   keystore: KeystoreService | null;
   metrics: Metrics;
   logger: Logger;
+  /** Resolves once the state that covers the changes made so far is on disk. */
+  durable: () => Promise<void>;
 }
 
 /**
@@ -68,6 +70,8 @@ export function containerApi(deps: ContainerApiDeps): Record<string, MethodImpl>
         logger.error({ cid: id.cid, err: describeError(e) }, 'Ready failed');
         return err(ERROR_FAILED, 'internal error');
       }
+      // Answer once the readiness is durable: a daemon killed right after still knows it.
+      await deps.durable();
       return ret();
     },
 

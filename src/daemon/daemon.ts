@@ -113,7 +113,14 @@ export class Daemon {
           interfaces: [
             {
               def: loadInterface(CONTAINER_INTERFACE),
-              impl: containerApi({ identifier: this.identifier, registry: this.registry, keystore: this.opts.keystore ?? null, metrics: this.metrics, logger }),
+              impl: containerApi({
+                identifier: this.identifier,
+                registry: this.registry,
+                keystore: this.opts.keystore ?? null,
+                metrics: this.metrics,
+                logger,
+                durable: () => new Promise<void>((res) => this.state.afterDurable(res)),
+              }),
             },
             { def: loadInterface(ADMIN_INTERFACE), impl: adminApi({ bus, monitor: this.monitor, status: () => this.status(), logger }) },
           ],
@@ -176,7 +183,6 @@ export class Daemon {
     }
     const bus = this.bus as BusConnection;
     const restored = await this.dispatcher.restore(parsed.data, async (cid, owner) => {
-      if (owner === null) return false;
       const now = await bus.getNameOwner(agentBusName(cid)).catch(() => null);
       if (now !== owner) return false;
       const id = await this.identifier.identify(owner);

@@ -303,11 +303,12 @@ export class Dispatcher {
   }
 
   /** Restores queues saved by a previous run; `keep` decides (after checking the bus) which. */
-  async restore(state: DispatchState, keep: (cid: string, owner: string | null) => Promise<boolean>): Promise<string[]> {
+  async restore(state: DispatchState, keep: (cid: string, owner: string) => Promise<boolean>): Promise<string[]> {
     const restored: string[] = [];
     const t = this.now();
     for (const saved of state.containers) {
-      if (!(await keep(saved.cid, saved.owner))) continue;
+      // The agent that called Ready owns the name unless delivery saw another owner since.
+      if (!(await keep(saved.cid, saved.owner ?? saved.readyConnection))) continue;
       const q = restoreQueue(saved, state.props, t);
       this.add(q);
       restored.push(q.cid);

@@ -66,7 +66,7 @@ describe.skipIf(blocker !== null)('keystore over D-Bus', () => {
     for (const f of walkFiles(dirs.keystoreStore)) expect(readFileSync(f).includes(MARKER)).toBe(false);
     const to = join(dirs.root, 'restored');
     const r = spawnSync(process.execPath, [join(REPO, 'dist/main.js'), 'keystore', 'restore', '--container', c.cid!, '--to', to, '--config', dirs.configFile], { encoding: 'utf8' });
-    expect(r.status, r.stderr).toBe(0);
+    expect(r.status, String(r.stderr)).toBe(0);
     expect(readFileSync(join(to, 'key.pem'), 'utf8')).toContain(MARKER);
     expect(readFileSync(join(to, 'nested/deeper/blob.bin')).equals(bin)).toBe(true);
     expect(statSync(join(to, 'key.pem')).mode & 0o777).toBe(0o600);

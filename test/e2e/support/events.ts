@@ -9,7 +9,7 @@ let seq = BigInt(Date.now()) * 1000n;
 export const nextSeqnum = (): bigint => ++seq;
 
 /** Properties of a made-up USB device number `n` (as udev would give them). */
-export function usbDevice(n: number, extra: Record<string, string> = {}): Record<string, string> {
+export function usbDevice(n: number, extra: Record<string, string> = {}): Record<string, string> & { DEVPATH: string; DEVNAME: string; ID_SERIAL: string } {
   const port = `1-${(n % 8) + 1}.${Math.floor(n / 8) + 1}`;
   const devpath = `/devices/pci0000:00/0000:00:14.0/usb1/${port}`;
   return {
