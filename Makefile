@@ -34,7 +34,7 @@ demo run: build
 	@./scripts/demo.sh
 
 bench: build
-	@node dist/bench/run.js 2>/dev/null || $(NPM_BIN)/tsx bench/run.ts
+	@$(NPM_BIN)/tsx bench/run.ts
 
 clean:
 	rm -rf dist coverage
