@@ -85,9 +85,19 @@ async function privateDemo(seconds: number): Promise<void> {
       say('container: none (making a fake container needs root and a cgroup hierarchy)');
     } else {
       mkdirSync(cgroupDir, { recursive: true });
-      const agent = spawn('sh', ['-c', `echo $$ > '${cgroupDir}/cgroup.procs' && exec "$@"`, 'sh', process.execPath, process.argv[1] as string, 'agent', '--bus', bus.address], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const agent = spawn('sh', ['-c', `echo $$ > '${cgroupDir}/cgroup.procs' && exec "$@"`, 'sh', process.execPath, process.argv[1] as string, 'agent', '--bus', bus.address, '--log-level', 'info'], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
       children.push(agent);
-      say(`container: ${cid.slice(0, 12)}… running \`hmd agent\` (pid ${agent.pid})\n`);
+      // The agent logs "registered and ready" once Register, RequestName and Ready are done.
+      await new Promise<void>((res, rej) => {
+        createInterface({ input: agent.stderr! }).on('line', (l) => {
+          if (l.includes('registered and ready')) res();
+          else if (l.includes('"level":"error"') || l.includes('"level":"fatal"')) say(`  agent: ${l}`);
+        });
+        agent.once('exit', (c) => rej(new Error(`hmd agent exited ${c}`)));
+      });
+      say(`container: ${cid.slice(0, 12)}… running \`hmd agent\` (pid ${agent.pid}): registered and Ready\n`);
       createInterface({ input: agent.stdout! }).on('line', (l) => {
         try {
           const n = JSON.parse(l) as { type: string; deviceId: string; properties: Record<string, string> };
