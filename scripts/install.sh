@@ -59,6 +59,14 @@ put_subst() {
   mv "$2.tmp.$$" "$2"
 }
 
+# relink TARGET LINK: LINK becomes a relative symlink to TARGET (both paths as on the hub), so
+# it holds under DESTDIR as well.
+relink() {
+  mkdir -p "$D$(dirname "$2")"
+  rel=$(node -p 'const p = require("path"); p.relative(p.dirname(process.argv[2]), process.argv[1])' "$1" "$2")
+  ln -sfn "$rel" "$D$2"
+}
+
 # copy_node_modules LIBDIR: the production dependency tree, copied from the local node_modules
 # into LIBDIR/node_modules (no network): every package `npm ls` lists, without its own nested
 # node_modules, which npm lists separately.
@@ -107,6 +115,13 @@ do_install() {
   done
   put_subst 0644 "$D$SYSTEMDUNITDIR/$HMD_UNIT" "$repo/systemd/$HMD_UNIT"
   put 0644 "$D$TMPFILESDIR/veea-hmd.conf" "$repo/systemd/veea-hmd.tmpfiles"
+  # The program reads its interface XML (introspection) and finds its helper under its own
+  # folder first, as in the repository: point there, so any installed tree is self-contained.
+  relink "$DBUSDIR/system.d/$policy" "$libdir/dbus/$policy"
+  for xml in "$repo"/dbus/*.xml; do
+    relink "$DBUSDIR/interfaces/$(basename "$xml")" "$libdir/dbus/$(basename "$xml")"
+  done
+  relink "$libexecdir/hmd-uevent" "$libdir/udev-rules/hmd-uevent"
   for doc in "$repo/README.md" "$repo/CHANGELOG.md" "$repo"/docs/*.md; do
     [ -f "$doc" ] && put 0644 "$D$docdir/$(basename "$doc")" "$doc"
   done

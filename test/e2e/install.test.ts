@@ -1,11 +1,13 @@
-import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join, relative } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
 import { defaultConfig } from '../../src/config/schema.js';
+import { cleanupDirs, daemonDirs, eventually } from './support/daemon.js';
 import { REPO, startPrivateBus } from './support/dbus.js';
+import { nextSeqnum, usbDevice } from './support/events.js';
 
 // Installs into DESTDIR trees and a scratch dpkg root: nothing here touches the live system.
 
@@ -80,7 +82,7 @@ describe.skipIf(blocker !== null)('install', () => {
   describe('make install DESTDIR=…', () => {
     it('puts every contract path of DESIGN A3 and the layout in place, with its mode', () => {
       const same = (installed: string, source: string, m: number): void => {
-        expect(mode(join(dest, installed)), installed).toBe(m);
+        expect(statSync(join(dest, installed)).mode & 0o7777, installed).toBe(m);
         expect(readFileSync(join(dest, installed), 'utf8'), installed).toBe(readFileSync(join(REPO, source), 'utf8'));
       };
       same('usr/libexec/veea-hmd/hmd-uevent', 'udev-rules/hmd-uevent', 0o755);
@@ -92,6 +94,9 @@ describe.skipIf(blocker !== null)('install', () => {
       same(`usr/share/dbus-1/system.d/${POLICY}`, `dbus/${POLICY}`, 0o644);
       expect(xmlFiles).toEqual(expect.arrayContaining(['io.veea.VeeaHub.HardwareMonitoringDaemon.Container.xml', 'io.veea.VeeaHub.HardwareMonitoringAgent.Events.xml']));
       for (const x of xmlFiles) same(`usr/share/dbus-1/interfaces/${x}`, `dbus/${x}`, 0o644);
+      // The program looks for its data under its own folder first: relative links to the above.
+      for (const f of [...xmlFiles, POLICY]) same(`usr/lib/veea-hmd/dbus/${f}`, `dbus/${f}`, 0o644);
+      expect(readlinkSync(join(dest, 'usr/lib/veea-hmd/udev-rules/hmd-uevent'))).toBe('../../../libexec/veea-hmd/hmd-uevent');
       same(UNIT, 'systemd/veea-hmd.service', 0o644);
       same('usr/lib/tmpfiles.d/veea-hmd.conf', 'systemd/veea-hmd.tmpfiles', 0o644);
       same('usr/lib/veea-hmd/package.json', 'package.json', 0o644);
@@ -140,6 +145,35 @@ describe.skipIf(blocker !== null)('install', () => {
         expect(r.status, r.stderr).toBe(0);
         expect(r.stdout).toMatch(/\bdaemon\b/);
         expect(r.stdout).toMatch(/\bstatus\b/);
+      }
+    });
+
+    it('serves from the DESTDIR tree alone: installed helper -> installed daemon -> installed hmd status', async () => {
+      const bus = await startPrivateBus();
+      const dirs = daemonDirs();
+      // A folder outside the repository, so nothing resolves against the checkout.
+      const cwd = temp('serve');
+      const daemon = spawn(join(dest, 'usr/bin/hmd'), ['daemon', '--bus', bus.address, '--config', dirs.configFile], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      daemon.stdout.on('data', (b: Buffer) => (out += b.toString()));
+      daemon.stderr.on('data', (b: Buffer) => (out += b.toString()));
+      const status = (): { containers: unknown[]; devices: Array<{ id: string }> } | null => {
+        const r = run(join(dest, 'usr/bin/hmd'), ['status', '--bus', bus.address, '--json'], {}, cwd);
+        return r.status === 0 ? (JSON.parse(r.stdout) as { containers: unknown[]; devices: Array<{ id: string }> }) : null;
+      };
+      try {
+        await eventually(() => out.includes('"serving"') || daemon.exitCode !== null, 20_000, 'the installed daemon to serve or exit');
+        expect(out, 'daemon output').toContain('"serving"');
+        expect(status()).toMatchObject({ containers: [], devices: [] });
+        const dev = usbDevice(1);
+        const env = { ...dev, ACTION: 'add', SEQNUM: nextSeqnum().toString(), HMD_SPOOL_DIR: dirs.spoolDir, PATH: '/usr/bin:/bin' };
+        expect(spawnSync(join(dest, 'usr/libexec/veea-hmd/hmd-uevent'), [], { env }).status).toBe(0);
+        await eventually(() => status()?.devices.some((d) => d.id === dev.DEVPATH), 20_000, 'the plugged device in hmd status');
+      } finally {
+        daemon.kill('SIGTERM');
+        await new Promise((r) => (daemon.exitCode !== null || daemon.signalCode !== null ? r(null) : daemon.once('exit', r)));
+        await bus.stop();
+        cleanupDirs(dirs);
       }
     });
 
