@@ -4,7 +4,6 @@ import { describeError } from '../errors.js';
 import { connectBus } from '../bus/connection.js';
 import { Daemon } from '../daemon/daemon.js';
 import { KeystoreManager } from '../keystore/manager.js';
-import { loadConfig } from '../config/load.js';
 import { addCommonOptions, configFrom, type CommonFlags } from './common.js';
 
 interface DaemonFlags extends CommonFlags {
@@ -63,9 +62,10 @@ export async function runDaemon(flags: DaemonFlags): Promise<void> {
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGHUP', () => {
     try {
-      const fresh = loadConfig(flags.config, {});
-      logger.level = flags.logLevel ?? fresh.logLevel;
-      logger.info({ level: logger.level }, 'configuration reloaded');
+      const fresh = configFrom(flags);
+      if (flags.spoolDir !== undefined) fresh.spoolDir = flags.spoolDir;
+      if (flags.stateDir !== undefined) fresh.stateDir = flags.stateDir;
+      daemon.reload(fresh);
     } catch (err) {
       logger.error({ err: describeError(err) }, 'configuration reload failed; keeping the running one');
     }

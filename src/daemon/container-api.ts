@@ -21,6 +21,9 @@ export interface ContainerApiDeps {
   logger: Logger;
   /** Resolves once the state that covers the changes made so far is on disk. */
   durable: () => Promise<void>;
+  /** Resolves when start-up is complete: calls that come earlier wait for it, so a container
+   * restored from the saved state is never registered afresh by a racing Ready. */
+  started: Promise<void>;
 }
 
 /**
@@ -31,6 +34,7 @@ export function containerApi(deps: ContainerApiDeps): Record<string, MethodImpl>
   const { identifier, registry, logger, metrics } = deps;
 
   const who = async (call: IncomingCall): Promise<Extract<Identity, { kind: 'container' }> | null> => {
+    await deps.started;
     const id = await identifier.identify(call.sender);
     if (id.kind === 'container') return id;
     metrics.inc('unknownCallers');

@@ -47,6 +47,8 @@ export class Daemon {
   private readonly monitor: MonitorHub;
   private stopping = false;
   private fatalSent = false;
+  private markStarted!: () => void;
+  private readonly started = new Promise<void>((res) => (this.markStarted = res));
 
   constructor(private readonly opts: DaemonOptions) {
     this.monitor = new MonitorHub(opts.logger);
@@ -120,6 +122,7 @@ export class Daemon {
                 metrics: this.metrics,
                 logger,
                 durable: () => new Promise<void>((res) => this.state.afterDurable(res)),
+                started: this.started,
               }),
             },
             { def: loadInterface(ADMIN_INTERFACE), impl: adminApi({ bus, monitor: this.monitor, status: () => this.status(), logger }) },
@@ -159,6 +162,7 @@ export class Daemon {
     });
     await this.pipeline.start();
     this.state.markDirty();
+    this.markStarted();
     logger.info({ name: DAEMON_BUS_NAME, unique: bus.uniqueName, devices: this.table.size }, 'serving');
   }
 
@@ -191,6 +195,21 @@ export class Daemon {
       return true;
     });
     this.opts.logger.info({ restored: restored.length, saved: parsed.data.containers.length }, 'delivery state restored');
+  }
+
+  /**
+   * SIGHUP: applies what can change without dropping containers — log level, delivery
+   * deadlines and limits, reported subsystems. Paths and the bus need a restart (logged).
+   */
+  reload(next: Config): void {
+    const cur = this.opts.config;
+    this.opts.logger.level = next.logLevel;
+    this.dispatcher.configure({ timeoutMs: next.delivery.timeoutMs, queueLimit: next.delivery.queueLimit });
+    this.table.setSubsystems(next.devices.subsystems);
+    const needRestart: string[] = (['bus', 'spoolDir', 'stateDir'] as const).filter((k) => next[k] !== cur[k]);
+    if (JSON.stringify(next.keystore) !== JSON.stringify(cur.keystore)) needRestart.push('keystore');
+    if (needRestart.length > 0) this.opts.logger.warn({ keys: needRestart }, 'these settings take effect at the next restart');
+    this.opts.logger.info({ logLevel: next.logLevel, delivery: next.delivery, subsystems: next.devices.subsystems }, 'configuration reloaded');
   }
 
   /** Routes an event into the pipeline (used by tests and the udevadm source alike). */

@@ -45,9 +45,18 @@ export class DeviceTable {
   private readonly tombstones = new Map<string, bigint>();
   private readonly maxTombstones: number;
 
+  /** Reloadable (SIGHUP): which subsystems new devices are reported for. */
+  private subsystems: readonly string[];
+
   constructor(private readonly opts: DeviceTableOptions) {
+    this.subsystems = opts.subsystems;
     this.maxTombstones = opts.maxTombstones ?? DEFAULT_MAX_TOMBSTONES;
   }
+  /** A reload changes what is reported from now on; devices already known stay known. */
+  setSubsystems(subsystems: readonly string[]): void {
+    this.subsystems = [...subsystems];
+  }
+
 
   get size(): number {
     return this.devices.size;
@@ -71,7 +80,7 @@ export class DeviceTable {
     const log = this.opts.logger;
     const known = this.devices.get(e.devpath);
     // A known device stays of interest until it is removed, whatever its later events say.
-    if (known === undefined && !isDeviceOfInterest(e.properties, this.opts.subsystems)) return null;
+    if (known === undefined && !isDeviceOfInterest(e.properties, this.subsystems)) return null;
 
     const moved = e.action === 'move' ? e.properties['DEVPATH_OLD'] : undefined;
     const subject = moved !== undefined && this.devices.has(moved) ? moved : e.devpath;
@@ -128,7 +137,7 @@ export class DeviceTable {
    */
   reconcile(present: readonly DeviceRecord[]): DeviceNotification[] {
     const now = new Map<string, DeviceRecord>();
-    for (const r of present) if (isDeviceOfInterest(r.properties, this.opts.subsystems)) now.set(r.id, r);
+    for (const r of present) if (isDeviceOfInterest(r.properties, this.subsystems)) now.set(r.id, r);
 
     const notes: DeviceNotification[] = [];
     const gone = [...this.devices.keys()].filter((id) => !now.has(id)).sort().reverse();

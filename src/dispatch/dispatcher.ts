@@ -55,6 +55,12 @@ export class Dispatcher {
     this.now = opts.clock ?? Date.now;
   }
 
+  /** SIGHUP: new deadlines and limits apply to the next calls; queues are kept. */
+  configure(o: { timeoutMs: number; queueLimit: number }): void {
+    this.opts.timeoutMs = o.timeoutMs;
+    this.opts.queueLimit = o.queueLimit;
+  }
+
   /** Ready(): a fresh container (or a restarted agent) gets a replay, then live events. */
   ready(cid: string, connection: string, fresh: boolean): void {
     const existing = this.queues.get(cid);
