@@ -31,7 +31,27 @@ export function writeFileAtomic(path: string, data: string | Buffer, mode = 0o60
   }
 }
 
+/**
+ * The state file's format version. A newer daemon reads every older version through
+ * MIGRATIONS (each step turns version n into n+1); an older daemon refuses a newer file rather
+ * than misreading it (it is moved aside and the daemon starts empty, logging why).
+ */
 export const STATE_VERSION = 1;
+
+type Doc = Record<string, unknown>;
+export type Migrations = Record<number, (doc: Doc) => Doc>;
+/** Version 1 is the first format: nothing to migrate yet. A format change adds its step here. */
+const MIGRATIONS: Migrations = {};
+
+export function migrateState(doc: Doc, migrations: Migrations = MIGRATIONS, target = STATE_VERSION): Doc {
+  let cur = doc;
+  for (let v = Number(cur['version']); v < target; v = Number(cur['version'])) {
+    const step = migrations[v];
+    if (step === undefined) throw new Error(`no migration from state version ${v}`);
+    cur = step(cur);
+  }
+  return cur;
+}
 
 export interface StateStoreOptions {
   dir: string;
@@ -76,8 +96,11 @@ export class StateStore {
       const doc = JSON.parse(text) as unknown;
       if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw new Error('not an object');
       const version = (doc as { version?: unknown }).version;
-      if (typeof version !== 'number' || version > STATE_VERSION) throw new Error(`unsupported state version ${String(version)}`);
-      return doc as Record<string, unknown>;
+      if (typeof version !== 'number' || !Number.isInteger(version) || version < 1 || version > STATE_VERSION) {
+        throw new Error(`unsupported state version ${String(version)} (this daemon reads 1 to ${STATE_VERSION})`);
+      }
+      if (version < STATE_VERSION) this.opts.logger.info({ from: version, to: STATE_VERSION }, 'migrating saved state');
+      return migrateState(doc as Doc);
     } catch (err) {
       const aside = `${this.path}.corrupt-${Date.now()}`;
       try {
