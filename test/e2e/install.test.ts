@@ -59,7 +59,7 @@ function walk(root: string, dir = root): string[] {
 
 const temps: string[] = [];
 const temp = (name: string): string => {
-  const d = mkdtempSync(join(tmpdir(), `hmd-${name}-`));
+  const d = mkdtempSync(join(tmpdir(), `hmd-install-${name}-`));
   temps.push(d);
   return d;
 };
