@@ -37,6 +37,6 @@ bench: build
 	@$(NPM_BIN)/tsx bench/run.ts
 
 clean:
-	rm -rf dist coverage
+	rm -rf dist coverage build
 
 -include mk/*.mk

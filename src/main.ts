@@ -1,5 +1,8 @@
 #!/usr/bin/env node
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Command } from 'commander';
+import { packageRoot } from './paths.js';
 import { isHmdError, describeError } from './errors.js';
 import { daemonCommand } from './cli/daemon.js';
 import { statusCommand, devicesCommand } from './cli/status.js';
@@ -9,7 +12,7 @@ import { keystoreCommand } from './cli/keystore.js';
 import { replayCommand } from './cli/replay.js';
 import { demoCommand } from './cli/demo.js';
 
-const VERSION = '0.1.0';
+const VERSION = (JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string }).version;
 
 export function buildProgram(): Command {
   const program = new Command('hmd')

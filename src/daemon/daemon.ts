@@ -246,7 +246,7 @@ export class Daemon {
     await this.pipeline?.stop();
     this.dispatcher?.stop();
     await this.opts.keystore?.stop();
-    this.state?.stop();
+    await this.state?.stop();
     if (this.bus) {
       await this.bus.releaseName(DAEMON_BUS_NAME).catch(() => undefined);
       this.bus.close();

@@ -1,35 +1,8 @@
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { mkdirSync, readFileSync, renameSync } from 'node:fs';
+import { join } from 'node:path';
+import { writeFileAtomic } from '../atomic.js';
 import { HmdError, ErrorCode, describeError } from '../errors.js';
 import type { Logger } from '../log.js';
-
-/** Writes `data` to `path` so that a crash at any point leaves either the old or the new file. */
-export function writeFileAtomic(path: string, data: string | Buffer, mode = 0o600): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  const fd = openSync(tmp, 'w', mode);
-  try {
-    const buf = typeof data === 'string' ? Buffer.from(data) : data;
-    let off = 0;
-    while (off < buf.length) off += writeSync(fd, buf, off, buf.length - off);
-    fsyncSync(fd);
-  } catch (err) {
-    closeSync(fd);
-    try {
-      unlinkSync(tmp);
-    } catch {
-      // nothing to clean
-    }
-    throw err;
-  }
-  closeSync(fd);
-  renameSync(tmp, path);
-  const dfd = openSync(dirname(path), 'r');
-  try {
-    fsyncSync(dfd);
-  } finally {
-    closeSync(dfd);
-  }
-}
 
 /**
  * The state file's format version. A newer daemon reads every older version through
@@ -77,6 +50,7 @@ export class StateStore {
   private waiting: Array<() => void> = [];
   private failing = false;
   private stopped = false;
+  private inFlight: Promise<void> | null = null;
 
   constructor(private readonly opts: StateStoreOptions) {
     this.path = join(opts.dir, opts.file ?? 'state.json');
@@ -129,13 +103,16 @@ export class StateStore {
     if (this.timer !== undefined || this.flushing) return;
     this.timer = setTimeout(() => {
       this.timer = undefined;
-      this.flush();
+      void this.flush();
     }, this.failing ? 1000 : (this.opts.flushDelayMs ?? 10));
   }
 
-  /** Writes now if anything changed. Synchronous: the write is small and this keeps ordering trivial. */
-  flush(): void {
-    if (!this.dirty || this.flushing) return;
+  /**
+   * Writes now if anything changed. The document is built synchronously (a consistent
+   * snapshot); the write and its fsyncs run off the event loop, so deliveries go on meanwhile.
+   */
+  async flush(): Promise<void> {
+    if (!this.dirty || this.flushing) return this.inFlight ?? undefined;
     if (this.timer !== undefined) {
       clearTimeout(this.timer);
       this.timer = undefined;
@@ -144,9 +121,14 @@ export class StateStore {
     this.dirty = false;
     const callbacks = this.waiting;
     this.waiting = [];
+    this.inFlight = this.write(callbacks);
+    await this.inFlight;
+  }
+
+  private async write(callbacks: Array<() => void>): Promise<void> {
     try {
       const doc = { version: STATE_VERSION, savedAt: new Date().toISOString(), ...this.opts.collect() };
-      writeFileAtomic(this.path, JSON.stringify(doc));
+      await writeFileAtomic(this.path, Buffer.from(JSON.stringify(doc)));
       if (this.failing) this.opts.logger.info({ file: this.path }, 'state is being saved again');
       this.failing = false;
     } catch (err) {
@@ -156,10 +138,12 @@ export class StateStore {
       this.dirty = true;
       this.waiting = callbacks.concat(this.waiting);
       this.flushing = false;
+      this.inFlight = null;
       this.schedule();
       return;
     }
     this.flushing = false;
+    this.inFlight = null;
     for (const cb of callbacks) {
       try {
         cb();
@@ -170,9 +154,10 @@ export class StateStore {
     if (this.dirty) this.schedule();
   }
 
-  /** Final write at shutdown. */
-  stop(): void {
-    this.flush();
+  /** Final write at shutdown (waits for a write under way first). */
+  async stop(): Promise<void> {
+    await this.inFlight;
+    await this.flush();
     this.stopped = true;
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;

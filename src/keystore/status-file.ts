@@ -6,7 +6,7 @@ import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { CONTAINER_ID_RE, Status } from '../constants.js';
 import { describeError } from '../errors.js';
-import { writeFileAtomic } from './atomic.js';
+import { writeFileAtomic } from '../atomic.js';
 import { errnoCode } from './safe-fs.js';
 
 const recordSchema = z.strictObject({

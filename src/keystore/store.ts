@@ -29,7 +29,7 @@
  */
 import { link, lstat, mkdir, readdir, readFile, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { TEMP_RE, fsyncDir, tempNameFor, writeTemp } from './atomic.js';
+import { TEMP_RE, fsyncDir, tempNameFor, writeTemp } from '../atomic.js';
 import { storeFiles } from './paths.js';
 import { errnoCode } from './safe-fs.js';
 

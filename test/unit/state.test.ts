@@ -23,14 +23,14 @@ describe('StateStore', () => {
     const doc = JSON.parse(readFileSync(join(d, 'state.json'), 'utf8')) as Record<string, unknown>;
     expect(doc).toMatchObject({ version: STATE_VERSION, n: 1 });
     expect(readdirSync(d).filter((f) => f.includes('.tmp'))).toEqual([]);
-    store.stop();
+    await store.stop();
   });
 
-  it('loads what it saved; a corrupt file is moved aside and the daemon starts empty', () => {
+  it('loads what it saved; a corrupt file is moved aside and the daemon starts empty', async () => {
     const d = dir();
     const store = new StateStore({ dir: d, logger: silentLogger(), collect: () => ({ devices: { x: 1 } }) });
     store.markDirty();
-    store.stop();
+    await store.stop();
     expect(new StateStore({ dir: d, logger: silentLogger(), collect: () => ({}) }).load()).toMatchObject({ devices: { x: 1 } });
     writeFileSync(join(d, 'state.json'), '{"version":1,"devi');
     expect(new StateStore({ dir: d, logger: silentLogger(), collect: () => ({}) }).load()).toBeNull();
@@ -67,17 +67,17 @@ describe('StateStore', () => {
       flushDelayMs: 1,
     });
     store.markDirty();
-    store.flush();
+    await store.flush();
     fail = true;
     let ran = false;
     store.afterDurable(() => (ran = true));
-    store.flush();
+    await store.flush();
     expect(ran).toBe(false);
     expect(store.healthy).toBe(false);
     expect(JSON.parse(readFileSync(join(d, 'state.json'), 'utf8'))).toMatchObject({ ok: true });
     fail = false;
     await vi.waitFor(() => expect(ran).toBe(true), { timeout: 3000 });
     expect(store.healthy).toBe(true);
-    store.stop();
+    await store.stop();
   });
 });
