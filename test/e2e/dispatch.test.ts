@@ -1,8 +1,7 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { BusConnection } from '../../src/bus/types.js';
-import { e2eBlocker, startPrivateBus, type PrivateBus } from './support/dbus.js';
-import { FakeContainer, killAllContainers, type ContainerEvent } from './support/containers.js';
-import { cleanupDirs, daemonDirs, eventually, getStatus, rootClient, startDaemon, type DaemonDirs, type DaemonProcess } from './support/daemon.js';
+import { describe, expect, it } from 'vitest';
+import { eventually, getStatus, useDaemonSuite } from './support/daemon.js';
+import { e2eBlocker } from './support/dbus.js';
+import { FakeContainer, type ContainerEvent } from './support/containers.js';
 import { plugMany, runHelper, usbDevice } from './support/events.js';
 
 const blocker = e2eBlocker();
@@ -17,39 +16,20 @@ function checkSequence(events: ContainerEvent[]): Array<[string, string]> {
 }
 
 describe.skipIf(blocker !== null)('dispatcher: delivery to Ready containers', () => {
-  let bus: PrivateBus;
-  let dirs: DaemonDirs;
-  let daemon: DaemonProcess;
-  let root: BusConnection;
-
-  beforeAll(async () => {
-    bus = await startPrivateBus();
-    dirs = daemonDirs({ delivery: { timeoutMs: 500 } });
-    daemon = await startDaemon(bus, dirs);
-    root = await rootClient(bus);
-  });
-  afterEach(async () => {
-    await killAllContainers();
-  });
-  afterAll(async () => {
-    root?.close();
-    await daemon?.stop();
-    await bus?.stop();
-    if (dirs) cleanupDirs(dirs);
-  });
+  const t = useDaemonSuite({ config: { delivery: { timeoutMs: 500 } } });
 
   const devicesPresent = async (n: number): Promise<void> => {
-    await eventually(async () => (await getStatus(root)).devices.length === n, 10_000, `${n} devices in the table`);
+    await eventually(async () => (await getStatus(t.root)).devices.length === n, 10_000, `${n} devices in the table`);
   };
 
   it('hmd agent gets a replay of present devices, then live events, in order, sequences 1..n', async () => {
-    await plugMany(dirs.spoolDir, 0, 3);
+    await plugMany(t.dirs.spoolDir, 0, 3);
     await devicesPresent(3);
-    const agent = await FakeContainer.agent(bus.address);
+    const agent = await FakeContainer.agent(t.bus.address);
     const replay = await agent.waitForEvents(3);
     expect(replay.every((e) => e.member === 'DeviceInserted' && e.properties['HMD_REPLAY'] === '1')).toBe(true);
-    await plugMany(dirs.spoolDir, 3, 2);
-    await runHelper(dirs.spoolDir, 'remove', usbDevice(0));
+    await plugMany(t.dirs.spoolDir, 3, 2);
+    await runHelper(t.dirs.spoolDir, 'remove', usbDevice(0));
     const all = await agent.waitForEvents(6);
     expect(checkSequence(all)).toEqual([
       ['DeviceInserted', usbDevice(0).DEVPATH],
@@ -64,19 +44,19 @@ describe.skipIf(blocker !== null)('dispatcher: delivery to Ready containers', ()
     expect(Object.keys(all[3]?.properties ?? {}).filter((k) => k.startsWith('HMD_') && k !== 'HMD_SEQUENCE')).toEqual([]);
     expect(all[3]?.properties['PATH']).toBeUndefined();
     // Clean up the table for the next tests.
-    await plugMany(dirs.spoolDir, 1, 4, 'remove');
+    await plugMany(t.dirs.spoolDir, 1, 4, 'remove');
     await devicesPresent(0);
   });
 
   it('a registered container that is not Ready gets nothing, then exactly the replay once Ready', async () => {
-    await plugMany(dirs.spoolDir, 10, 2);
+    await plugMany(t.dirs.spoolDir, 10, 2);
     await devicesPresent(2);
     const c = await FakeContainer.start();
-    await c.connect(bus.address);
+    await c.connect(t.bus.address);
     const [, name] = (await c.call('Register'))['body'] as [number, string];
     await c.request({ op: 'events', mode: 'ack' });
     await c.request({ op: 'own', name });
-    await plugMany(dirs.spoolDir, 12, 1);
+    await plugMany(t.dirs.spoolDir, 12, 1);
     await devicesPresent(3);
     await new Promise((r) => setTimeout(r, 300));
     expect(c.events).toHaveLength(0);
@@ -86,23 +66,23 @@ describe.skipIf(blocker !== null)('dispatcher: delivery to Ready containers', ()
     expect(c.events).toHaveLength(3);
     expect(got.every((e) => e.properties['HMD_REPLAY'] === '1')).toBe(true);
     checkSequence(got);
-    await plugMany(dirs.spoolDir, 10, 3, 'remove');
+    await plugMany(t.dirs.spoolDir, 10, 3, 'remove');
     await devicesPresent(0);
   });
 
   it('an insert racing with Ready appears exactly once', async () => {
     for (let round = 0; round < 5; round++) {
       const c = await FakeContainer.start();
-      await c.connect(bus.address);
+      await c.connect(t.bus.address);
       const [, name] = (await c.call('Register'))['body'] as [number, string];
       await c.request({ op: 'events', mode: 'ack' });
       await c.request({ op: 'own', name });
       const n = 20 + round;
-      await Promise.all([c.call('Ready'), runHelper(dirs.spoolDir, 'add', usbDevice(n))]);
+      await Promise.all([c.call('Ready'), runHelper(t.dirs.spoolDir, 'add', usbDevice(n))]);
       await c.waitForEvents(1);
       await new Promise((r) => setTimeout(r, 300));
       expect(c.events.filter((e) => e.deviceId === usbDevice(n).DEVPATH)).toHaveLength(1);
-      await runHelper(dirs.spoolDir, 'remove', usbDevice(n));
+      await runHelper(t.dirs.spoolDir, 'remove', usbDevice(n));
       await c.waitForEvents(2);
       checkSequence(c.events);
       await c.kill();
@@ -111,13 +91,13 @@ describe.skipIf(blocker !== null)('dispatcher: delivery to Ready containers', ()
 
   it('a remove carries the last known properties (insert, updated by change)', async () => {
     const c = await FakeContainer.start();
-    await c.becomeReady(bus.address);
+    await c.becomeReady(t.bus.address);
     const dev = usbDevice(30);
-    await runHelper(dirs.spoolDir, 'add', dev);
+    await runHelper(t.dirs.spoolDir, 'add', dev);
     await c.waitForEvents(1);
-    await runHelper(dirs.spoolDir, 'change', { ...dev, ID_MODEL: 'Renamed_Model' });
+    await runHelper(t.dirs.spoolDir, 'change', { ...dev, ID_MODEL: 'Renamed_Model' });
     // The remove event from the kernel carries almost nothing: sysfs is gone.
-    await runHelper(dirs.spoolDir, 'remove', { DEVPATH: dev.DEVPATH, SUBSYSTEM: 'usb', DEVTYPE: 'usb_device' });
+    await runHelper(t.dirs.spoolDir, 'remove', { DEVPATH: dev.DEVPATH, SUBSYSTEM: 'usb', DEVTYPE: 'usb_device' });
     const [ins, rem] = await c.waitForEvents(2);
     expect(ins?.member).toBe('DeviceInserted');
     expect(rem?.member).toBe('DeviceRemoved');
@@ -128,11 +108,11 @@ describe.skipIf(blocker !== null)('dispatcher: delivery to Ready containers', ()
 
   it('3 healthy containers get 100 events in order while a hung one is stalled', async () => {
     const healthy = await Promise.all([0, 1, 2].map(() => FakeContainer.start()));
-    for (const h of healthy) await h.becomeReady(bus.address);
+    for (const h of healthy) await h.becomeReady(t.bus.address);
     const hung = await FakeContainer.start();
-    await hung.becomeReady(bus.address, 'hang');
-    await plugMany(dirs.spoolDir, 100, 50);
-    await plugMany(dirs.spoolDir, 100, 50, 'remove');
+    await hung.becomeReady(t.bus.address, 'hang');
+    await plugMany(t.dirs.spoolDir, 100, 50);
+    await plugMany(t.dirs.spoolDir, 100, 50, 'remove');
     for (const h of healthy) {
       const got = await h.waitForEvents(100, 30_000);
       const pairs = checkSequence(got);
@@ -140,7 +120,7 @@ describe.skipIf(blocker !== null)('dispatcher: delivery to Ready containers', ()
       expect(pairs.slice(50).every((p) => p[0] === 'DeviceRemoved')).toBe(true);
     }
     expect(hung.events).toHaveLength(1);
-    const st = await getStatus(root);
+    const st = await getStatus(t.root);
     const h = st.containers.find((x) => x['id'] === hung.cid);
     expect(h?.['stalled']).toBe(true);
     expect(h?.['state']).toBe('ready');
@@ -148,16 +128,16 @@ describe.skipIf(blocker !== null)('dispatcher: delivery to Ready containers', ()
 
   it('a squatter owning another container\'s agent name gets no calls, and the incident is counted', async () => {
     const victim = await FakeContainer.start();
-    await victim.connect(bus.address);
+    await victim.connect(t.bus.address);
     const [, name] = (await victim.call('Register'))['body'] as [number, string];
     const squatter = await FakeContainer.start();
-    await squatter.connect(bus.address);
+    await squatter.connect(t.bus.address);
     await squatter.request({ op: 'events', mode: 'ack' });
     expect((await squatter.request({ op: 'own', name }))['result']).toBe(1);
-    const before = (await getStatus(root)).metrics['squatAttempts'] ?? 0;
+    const before = (await getStatus(t.root)).metrics['squatAttempts'] ?? 0;
     expect((await victim.call('Ready'))['error']).toBeUndefined();
-    await runHelper(dirs.spoolDir, 'add', usbDevice(40));
-    await eventually(async () => ((await getStatus(root)).metrics['squatAttempts'] ?? 0) > before, 5000, 'squat to be counted');
+    await runHelper(t.dirs.spoolDir, 'add', usbDevice(40));
+    await eventually(async () => ((await getStatus(t.root)).metrics['squatAttempts'] ?? 0) > before, 5000, 'squat to be counted');
     await new Promise((r) => setTimeout(r, 300));
     expect(squatter.events).toHaveLength(0);
     // The squatter leaves; the victim takes its name and gets everything, in order.
@@ -166,16 +146,16 @@ describe.skipIf(blocker !== null)('dispatcher: delivery to Ready containers', ()
     expect((await victim.request({ op: 'own', name }))['result']).toBe(1);
     const got = await victim.waitForEvents(1);
     expect(got[0]?.deviceId).toBe(usbDevice(40).DEVPATH);
-    await runHelper(dirs.spoolDir, 'remove', usbDevice(40));
+    await runHelper(t.dirs.spoolDir, 'remove', usbDevice(40));
   });
 
   it('a container that is killed is dropped with its queue', async () => {
     const c = await FakeContainer.start();
-    await c.becomeReady(bus.address, 'hang');
-    await runHelper(dirs.spoolDir, 'add', usbDevice(41));
+    await c.becomeReady(t.bus.address, 'hang');
+    await runHelper(t.dirs.spoolDir, 'add', usbDevice(41));
     await c.waitForEvents(1);
     await c.kill();
-    await eventually(async () => !(await getStatus(root)).containers.some((x) => x['id'] === c.cid), 5000, 'killed container to be dropped');
-    await runHelper(dirs.spoolDir, 'remove', usbDevice(41));
+    await eventually(async () => !(await getStatus(t.root)).containers.some((x) => x['id'] === c.cid), 5000, 'killed container to be dropped');
+    await runHelper(t.dirs.spoolDir, 'remove', usbDevice(41));
   });
 });

@@ -1,10 +1,10 @@
 import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { e2eBlocker, REPO, startPrivateBus, type PrivateBus } from './support/dbus.js';
-import { FakeContainer, killAllContainers } from './support/containers.js';
-import { cleanupDirs, daemonDirs, eventually, startDaemon, type DaemonDirs, type DaemonProcess } from './support/daemon.js';
+import { describe, expect, it } from 'vitest';
+import { eventually, useDaemonSuite } from './support/daemon.js';
+import { e2eBlocker, REPO } from './support/dbus.js';
+import { FakeContainer } from './support/containers.js';
 
 const blocker = e2eBlocker();
 if (blocker) console.warn(`\n*** SKIPPING keystore e2e tests: ${blocker} ***\n`);
@@ -22,26 +22,9 @@ function walkFiles(dir: string): string[] {
 }
 
 describe.skipIf(blocker !== null)('keystore over D-Bus', () => {
-  let bus: PrivateBus;
-  let dirs: DaemonDirs;
-  let daemon: DaemonProcess;
+  const t = useDaemonSuite({ config: { keystore: { limitBytes: 131072 } }, env: { HMD_TEST_KEYSTORE_DELAY_MS: '20' } });
 
-  beforeAll(async () => {
-    bus = await startPrivateBus();
-    dirs = daemonDirs({ keystore: { limitBytes: 131072 } });
-    // Each file read waits 20 ms: a save of a few files takes long enough to observe EBUSY.
-    daemon = await startDaemon(bus, dirs, { env: { HMD_TEST_KEYSTORE_DELAY_MS: '20' } });
-  });
-  afterEach(async () => {
-    await killAllContainers();
-  });
-  afterAll(async () => {
-    await daemon?.stop();
-    await bus?.stop();
-    if (dirs) cleanupDirs(dirs);
-  });
-
-  const sourceOf = (cid: string): string => join(dirs.keystoreSource, cid);
+  const sourceOf = (cid: string): string => join(t.dirs.keystoreSource, cid);
   const start = async (c: FakeContainer): Promise<number> => ((await c.call('StartKeystoreSave'))['body'] as number[])[0] as number;
   const status = async (c: FakeContainer): Promise<number> => ((await c.call('GetKeystoreStatus'))['body'] as number[])[0] as number;
   const settle = (c: FakeContainer): Promise<number> =>
@@ -50,9 +33,9 @@ describe.skipIf(blocker !== null)('keystore over D-Bus', () => {
       return s === 16 ? null : { s };
     }, 15_000, 'the save to finish').then((r) => r.s);
 
-  it('saves, reports 0, and restores byte for byte (nested dirs, binary content, modes); no plaintext in the store', async () => {
+  it('saves, reports 0, and restores byte for byte (nested t.dirs, binary content, modes); no plaintext in the store', async () => {
     const c = await FakeContainer.start({ uid: 65534 });
-    await c.connect(bus.address);
+    await c.connect(t.bus.address);
     const src = sourceOf(c.cid!);
     mkdirSync(join(src, 'nested/deeper'), { recursive: true });
     writeFileSync(join(src, 'key.pem'), `-----BEGIN KEY-----\n${MARKER}\n`);
@@ -63,9 +46,9 @@ describe.skipIf(blocker !== null)('keystore over D-Bus', () => {
     expect(await status(c)).toBe(0); // none ever done
     expect(await start(c)).toBe(0);
     expect(await settle(c)).toBe(0);
-    for (const f of walkFiles(dirs.keystoreStore)) expect(readFileSync(f).includes(MARKER)).toBe(false);
-    const to = join(dirs.root, 'restored');
-    const r = spawnSync(process.execPath, [join(REPO, 'dist/main.js'), 'keystore', 'restore', '--container', c.cid!, '--to', to, '--config', dirs.configFile], { encoding: 'utf8' });
+    for (const f of walkFiles(t.dirs.keystoreStore)) expect(readFileSync(f).includes(MARKER)).toBe(false);
+    const to = join(t.dirs.root, 'restored');
+    const r = spawnSync(process.execPath, [join(REPO, 'dist/main.js'), 'keystore', 'restore', '--container', c.cid!, '--to', to, '--config', t.dirs.configFile], { encoding: 'utf8' });
     expect(r.status, String(r.stderr)).toBe(0);
     expect(readFileSync(join(to, 'key.pem'), 'utf8')).toContain(MARKER);
     expect(readFileSync(join(to, 'nested/deeper/blob.bin')).equals(bin)).toBe(true);
@@ -75,7 +58,7 @@ describe.skipIf(blocker !== null)('keystore over D-Bus', () => {
 
   it('a second StartKeystoreSave during a slow save answers EBUSY', async () => {
     const c = await FakeContainer.start();
-    await c.connect(bus.address);
+    await c.connect(t.bus.address);
     const src = sourceOf(c.cid!);
     mkdirSync(src, { recursive: true });
     for (let i = 0; i < 20; i++) writeFileSync(join(src, `f${i}`), `file ${i}`);
@@ -87,7 +70,7 @@ describe.skipIf(blocker !== null)('keystore over D-Bus', () => {
 
   it('exactly 131072 bytes is accepted; 131073 is EFBIG at once', async () => {
     const c = await FakeContainer.start();
-    await c.connect(bus.address);
+    await c.connect(t.bus.address);
     const src = sourceOf(c.cid!);
     mkdirSync(src, { recursive: true });
     writeFileSync(join(src, 'a'), Buffer.alloc(65536, 1));
@@ -100,33 +83,33 @@ describe.skipIf(blocker !== null)('keystore over D-Bus', () => {
 
   it('a host process gets ENODATA; a container without a keystore directory gets EAGAIN', async () => {
     const host = await FakeContainer.start({ cid: null });
-    await host.connect(bus.address);
+    await host.connect(t.bus.address);
     expect(await start(host)).toBe(61);
     expect(await status(host)).toBe(61);
     const c = await FakeContainer.start();
-    await c.connect(bus.address);
+    await c.connect(t.bus.address);
     expect(await start(c)).toBe(11);
   });
 
   it('a symlink to a host secret fails the save with EIO and the secret is stored nowhere', async () => {
-    const secret = join(dirs.root, 'host-secret');
+    const secret = join(t.dirs.root, 'host-secret');
     writeFileSync(secret, 'HOST-SECRET-b91e');
     chmodSync(secret, 0o600);
     const c = await FakeContainer.start();
-    await c.connect(bus.address);
+    await c.connect(t.bus.address);
     const src = sourceOf(c.cid!);
     mkdirSync(src, { recursive: true });
     writeFileSync(join(src, 'ok'), 'fine');
     symlinkSync(secret, join(src, 'steal'));
     expect(await start(c)).toBe(0);
     expect(await settle(c)).toBe(5);
-    for (const f of walkFiles(dirs.keystoreStore)) expect(readFileSync(f).includes('HOST-SECRET-b91e')).toBe(false);
-    expect(daemon.running).toBe(true);
+    for (const f of walkFiles(t.dirs.keystoreStore)) expect(readFileSync(f).includes('HOST-SECRET-b91e')).toBe(false);
+    expect(t.daemon.running).toBe(true);
   });
 
   it('a FIFO in the keystore fails promptly instead of hanging the daemon', async () => {
     const c = await FakeContainer.start();
-    await c.connect(bus.address);
+    await c.connect(t.bus.address);
     const src = sourceOf(c.cid!);
     mkdirSync(src, { recursive: true });
     expect(spawnSync('mkfifo', [join(src, 'pipe')]).status).toBe(0);

@@ -7,7 +7,9 @@ import { connectBus } from '../../../src/bus/connection.js';
 import type { BusConnection } from '../../../src/bus/types.js';
 import { ADMIN_INTERFACE, DAEMON_BUS_NAME, DAEMON_OBJECT_PATH } from '../../../src/constants.js';
 import { silentLogger } from '../../../src/log.js';
-import { REPO, type PrivateBus } from './dbus.js';
+import { afterAll, afterEach, beforeAll } from 'vitest';
+import { REPO, startPrivateBus, type PrivateBus } from './dbus.js';
+import { killAllContainers } from './containers.js';
 
 export interface DaemonDirs {
   root: string;
@@ -148,4 +150,37 @@ export async function eventually<T>(check: () => Promise<T> | T, timeoutMs = 10_
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
     await new Promise((r) => setTimeout(r, 25));
   }
+}
+
+export interface DaemonSuite {
+  bus: PrivateBus;
+  dirs: DaemonDirs;
+  daemon: DaemonProcess;
+  /** A root connection, for status queries. */
+  root: BusConnection;
+}
+
+/**
+ * The usual e2e fixture: a private bus and one daemon for the whole file, fake containers
+ * killed after each test, everything torn down after the file. Tests may replace `daemon`
+ * (restart it) on the returned object.
+ */
+export function useDaemonSuite(opts: { config?: Record<string, unknown>; env?: Record<string, string> } = {}): DaemonSuite {
+  const s = {} as DaemonSuite;
+  beforeAll(async () => {
+    s.bus = await startPrivateBus();
+    s.dirs = daemonDirs(opts.config);
+    s.daemon = await startDaemon(s.bus, s.dirs, opts.env ? { env: opts.env } : {});
+    s.root = await rootClient(s.bus);
+  });
+  afterEach(async () => {
+    await killAllContainers();
+  });
+  afterAll(async () => {
+    s.root?.close();
+    await s.daemon?.stop();
+    await s.bus?.stop();
+    if (s.dirs) cleanupDirs(s.dirs);
+  });
+  return s;
 }
