@@ -1,6 +1,6 @@
 /** Crash-safe file replacement: temp file, fsync, rename, fsync of the directory. */
 import { randomBytes } from 'node:crypto';
-import { constants as C } from 'node:fs';
+import { constants as C, type PathLike } from 'node:fs';
 import { mkdir, open, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
@@ -21,20 +21,28 @@ export function tempNameFor(path: string): string {
 
 export const TEMP_RE = /^\..+\.tmp-[0-9a-f]{12}$/;
 
-/** Writes `data` to a new temp file beside `path` (exclusive create, given mode) and fsyncs it. */
-export async function writeTemp(path: string, data: Uint8Array, mode: number): Promise<string> {
-  const tmp = tempNameFor(path);
-  const fh = await open(tmp, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, mode);
+/**
+ * Creates `path` (it must not exist; links are not followed), writes `data` with `mode` and
+ * fsyncs it. On failure the partial file is removed.
+ */
+export async function writeNewFileSynced(path: PathLike, data: Uint8Array, mode: number, extraFlags = 0): Promise<void> {
+  const fh = await open(path, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW | extraFlags, mode);
   try {
     await fh.chmod(mode); // the umask may have narrowed or (in odd setups) not applied
     await fh.writeFile(data);
     await fh.sync();
   } catch (err) {
     await fh.close();
-    await unlink(tmp).catch(() => undefined);
+    await unlink(path).catch(() => undefined);
     throw err;
   }
   await fh.close();
+}
+
+/** Writes `data` to a new temp file beside `path` (exclusive create, given mode) and fsyncs it. */
+export async function writeTemp(path: string, data: Uint8Array, mode: number): Promise<string> {
+  const tmp = tempNameFor(path);
+  await writeNewFileSynced(tmp, data, mode);
   return tmp;
 }
 

@@ -7,7 +7,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { constants as C } from 'node:fs';
-import { chmod, lstat, mkdir, open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { chmod, lstat, mkdir, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { writeNewFileSynced } from '../atomic.js';
 import { ErrorCode, HmdError, describeError } from '../errors.js';
 import { pathComponents, type Snapshot } from './format.js';
 import { childPath, displayPath, errnoCode, openDir } from './safe-fs.js';
@@ -17,8 +18,6 @@ export interface WriteResult {
   dirs: number;
   bytes: number;
 }
-
-const NEW_FILE_FLAGS = C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW | C.O_NONBLOCK;
 
 function refuse(toDir: string, rel: Buffer | string, why: string): HmdError {
   const where = `${toDir}/${typeof rel === 'string' ? rel : rel.toString('utf8')}`;
@@ -125,17 +124,7 @@ export async function writeSnapshotTo(toDir: string, snap: Snapshot): Promise<Wr
 async function writeFileIn(parent: FileHandle, name: Buffer, data: Buffer, mode: number): Promise<void> {
   const tmpName = Buffer.concat([Buffer.from('.'), name.subarray(0, 200), Buffer.from(`.restore-${randomBytes(6).toString('hex')}`)]);
   const tmp = childPath(parent, tmpName);
-  const fh = await open(tmp, NEW_FILE_FLAGS, 0o600);
-  try {
-    await fh.writeFile(data);
-    await fh.chmod(mode);
-    await fh.sync();
-  } catch (err) {
-    await fh.close();
-    await unlink(tmp).catch(() => undefined);
-    throw err;
-  }
-  await fh.close();
+  await writeNewFileSynced(tmp, data, mode, C.O_NONBLOCK);
   try {
     await rename(tmp, childPath(parent, name));
   } catch (err) {
