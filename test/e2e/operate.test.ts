@@ -1,7 +1,9 @@
+import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { eventually, getStatus, startDaemon, useDaemonSuite } from './support/daemon.js';
-import { e2eBlocker } from './support/dbus.js';
+import { e2eBlocker, REPO, startPrivateBus } from './support/dbus.js';
 import { FakeContainer } from './support/containers.js';
 import { runHelper, usbDevice } from './support/events.js';
 
@@ -53,5 +55,20 @@ describe.skipIf(blocker !== null)('operating the daemon', () => {
     t.daemon.proc.kill('SIGHUP');
     await eventually(() => t.daemon.logsMatching('configuration reload failed').length > 0, 5000, 'the refusal log line');
     expect(t.daemon.running).toBe(true);
+  });
+
+  it('hmd status says clearly when the caller is not root, and when the daemon is not running', async () => {
+    const asNobody = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, join(REPO, 'dist/main.js'), 'status', '--bus', t.bus.address], { encoding: 'utf8', timeout: 30_000 });
+    expect(asNobody.status).toBe(1);
+    expect(asNobody.stderr).toMatch(/^hmd: permission denied: GetStatus is for root only/m);
+    const other = await startPrivateBus();
+    try {
+      const r = spawnSync(process.execPath, [join(REPO, 'dist/main.js'), 'status', '--bus', other.address], { encoding: 'utf8', timeout: 30_000 });
+      expect(r.status).toBe(1);
+      expect(r.stderr).toMatch(/^hmd: the daemon is not running/m);
+      expect(r.stdout).toBe('');
+    } finally {
+      await other.stop();
+    }
   });
 });
