@@ -105,9 +105,11 @@ export class Dispatcher {
     const t = this.now();
     for (const q of this.queues.values()) {
       if (q.resync) continue;
-      // A container that keeps up is never cut off by a burst; one that stopped answering is
-      // switched to a resync once its backlog passes the limit, instead of growing forever.
-      const limit = q.stalled ? this.opts.queueLimit : this.opts.queueLimit * 16;
+      // A container that keeps up is never cut off by a burst; one that stopped answering (or
+      // whose agent name has no rightful owner) is switched to a resync once its backlog passes
+      // the limit, instead of growing forever.
+      const unserved = q.stalled || q.ownerState === 'absent' || q.ownerState === 'squatted';
+      const limit = unserved ? this.opts.queueLimit : this.opts.queueLimit * 16;
       if (q.items.length >= limit) {
         q.items = [];
         q.resync = true;
@@ -188,12 +190,14 @@ export class Dispatcher {
 
   private pump(q: ContainerQueue): void {
     if (q.closed || q.inFlight !== null || q.retryTimer !== undefined) return;
-    if (q.resync && !q.stalled) this.buildResync(q);
-    if (q.items.length === 0) return;
+    if (q.items.length === 0 && !q.resync) return;
     if (q.ownerState !== 'verified' || q.owner === null) {
       if (q.ownerState === 'unknown') void this.verifyOwner(q);
       return;
     }
+    // The summary is computed only now that the container answers, so it is current.
+    if (q.resync && !q.stalled) this.buildResync(q);
+    if (q.items.length === 0) return;
     const conn = this.opts.pool.acquire();
     if (conn === null) {
       this.waitingForSlot.add(q);

@@ -313,4 +313,23 @@ describe('Dispatcher', () => {
     expect(conn.calls).toHaveLength(0);
     expect(d.has(A)).toBe(false);
   });
+
+  it('a container whose agent name has no owner is resynced past the limit, once an owner appears', async () => {
+    devices = [dev('/devices/a')];
+    owners.set(agentBusName(A), null);
+    d.ready(A, ':1.10', true);
+    await flush();
+    for (let i = 0; i < 6; i++) d.publish({ kind: 'insert', deviceId: `/devices/n${i}`, properties: {} });
+    expect(d.status(A)?.['resync']).toBe(true);
+    expect(conn.calls).toHaveLength(0);
+    devices = [dev('/devices/a'), dev('/devices/b')];
+    owners.set(agentBusName(A), ':1.10');
+    d.nameOwnerChanged(agentBusName(A), ':1.10');
+    await ackAll();
+    expect(conn.calls.map((c) => [c.member, c.body[0]])).toEqual([
+      ['DeviceInserted', '/devices/a'],
+      ['DeviceInserted', '/devices/b'],
+    ]);
+    expect(seqs()).toEqual(['1', '2']);
+  });
 });
