@@ -63,6 +63,8 @@ export function entriesToRecord(entries: Iterable<readonly [string, string]>): R
   const kept: Array<[string, string]> = [];
   for (const [key, value] of entries) {
     if (isDroppedKey(key)) continue;
+    // Would become the record's prototype (and slip past schema checks) instead of a property.
+    if (key === '__proto__') throw invalid('key "__proto__" is not a udev property');
     if (seen.has(key)) throw invalid(`duplicate key ${quote(key)}`);
     seen.add(key);
     kept.push([key, value]);
