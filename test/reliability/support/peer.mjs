@@ -1,0 +1,112 @@
+// A D-Bus peer for the reliability suite, run inside a fake container. It speaks the line
+// protocol of test/e2e/support/container-proc.mjs (JSON commands on stdin, replies and events
+// on stdout), so FakeContainer drives it the same way, and adds what the suite needs:
+//  - `call` bodies may hold variants as {"$v": [signature, value]} (JSON has no Variant);
+//    errors the library raises before sending are told apart as {local} (a generator bug);
+//  - `flood`: Register and Ready at full speed, `inFlight` at a time, for `ms` milliseconds.
+import * as dbus from '@jellybrick/dbus-next';
+import { createInterface } from 'node:readline';
+
+const { Message, MessageType, Variant, sessionBus } = dbus;
+const DAEMON = 'io.veea.VeeaHub.HardwareMonitoringDaemon';
+const PATH = '/io/veea/VeeaHub/HardwareMonitoringDaemon';
+const CONTAINER = `${DAEMON}.Container`;
+let bus = null;
+let serving = false;
+const out = (obj) => process.stdout.write(`${JSON.stringify(obj)}\n`);
+
+function revive(v) {
+  if (Array.isArray(v)) return v.map(revive);
+  if (v !== null && typeof v === 'object') {
+    const keys = Object.keys(v);
+    if (keys.length === 1 && keys[0] === '$v') return new Variant(v.$v[0], revive(v.$v[1]));
+    return Object.fromEntries(keys.map((k) => [k, revive(v[k])]));
+  }
+  return v;
+}
+
+async function call(member, signature = '', body = [], iface = CONTAINER, path = PATH) {
+  let msg;
+  try {
+    msg = new Message({ destination: DAEMON, path, interface: iface ?? undefined, member, signature, body: revive(body) });
+  } catch (e) {
+    return { local: String(e?.message ?? e) };
+  }
+  try {
+    const reply = await bus.call(msg);
+    return { body: reply?.body ?? [] };
+  } catch (e) {
+    if (typeof e?.type === 'string') return { error: e.type, message: e.text ?? '' };
+    return { local: String(e?.message ?? e) };
+  }
+}
+
+async function flood(ms, inFlight) {
+  const stop = Date.now() + ms;
+  const counts = { calls: 0, errors: 0 };
+  const worker = async (k) => {
+    for (let i = k; Date.now() < stop; i++) {
+      const r = await call(i % 2 === 0 ? 'Register' : 'Ready');
+      counts.calls++;
+      if (r.error !== undefined || r.local !== undefined) counts.errors++;
+    }
+  };
+  await Promise.all(Array.from({ length: inFlight }, (_, k) => worker(k)));
+  return counts;
+}
+
+async function handle(cmd) {
+  switch (cmd.op) {
+    case 'connect':
+      bus = sessionBus({ busAddress: cmd.address });
+      await new Promise((res, rej) => {
+        bus.once('connect', res);
+        bus.once('error', rej);
+      });
+      bus.on('error', () => {});
+      return { name: bus.name };
+    case 'call':
+      return call(cmd.member, cmd.signature, cmd.body, cmd.iface === undefined ? CONTAINER : cmd.iface, cmd.path ?? PATH);
+    case 'own':
+      try {
+        return { result: await bus.requestName(cmd.name, 4) };
+      } catch (e) {
+        return { error: e.type ?? String(e) };
+      }
+    case 'release':
+      return { result: await bus.releaseName(cmd.name) };
+    case 'events':
+      if (!serving) {
+        serving = true;
+        bus.addMethodHandler((msg) => {
+          if (msg.type !== MessageType.METHOD_CALL || msg.interface !== 'io.veea.VeeaHub.HardwareMonitoringAgent.Events') return false;
+          out({ type: 'event', member: msg.member, path: msg.path, sender: msg.sender, deviceId: msg.body[0], properties: msg.body[1], t: performance.timeOrigin + performance.now() });
+          bus.send(Message.newMethodReturn(msg, '', []));
+          return true;
+        });
+      }
+      return { mode: 'ack' };
+    case 'flood':
+      return flood(cmd.ms ?? 1000, cmd.inFlight ?? 16);
+    case 'exit':
+      setImmediate(() => process.exit(0));
+      return {};
+    default:
+      return { error: `unknown op ${cmd.op}` };
+  }
+}
+
+createInterface({ input: process.stdin }).on('line', (line) => {
+  let cmd;
+  try {
+    cmd = JSON.parse(line);
+  } catch {
+    return;
+  }
+  handle(cmd).then(
+    (res) => out({ type: 'reply', id: cmd.id, ...res }),
+    (e) => out({ type: 'reply', id: cmd.id, error: String(e?.message ?? e) }),
+  );
+});
+process.stdin.on('end', () => process.exit(0));
+out({ type: 'started', pid: process.pid });
