@@ -99,8 +99,7 @@ const CONTENT: Record<string, ContentGen> = {
       const missing = rng.pick(['ACTION', 'DEVPATH', 'SUBSYSTEM', 'SEQNUM']);
       return serialize(recs.filter((r) => r[0] !== missing));
     }
-    // (`__proto__` is refused by design too, but is not: see the known-bug test in fuzz-spool.test.ts.)
-    if (variant === 4) return serialize(insertAt(rng, recs, [rng.pick(['BAD KEY', 'K$', 'K'.repeat(129), 'K/1', 'K:1']), 'x']));
+    if (variant === 4) return serialize(insertAt(rng, recs, [rng.pick(['BAD KEY', 'K$', '__proto__', 'K'.repeat(129), 'K/1', 'K:1']), 'x']));
     return serialize(replace(recs, 'SEQNUM', rng.pick(['-1', '', ' '])));
   },
   // A kept key twice (with the same or another value): either could be the lie.
