@@ -24,8 +24,7 @@ export async function watchDir(dir: string, kind: WatcherKind, h: DirWatchHandle
 }
 
 function watchWithFs(dir: string, h: DirWatchHandlers): DirWatch {
-  // Not persistent: the daemon's other handles keep it alive, tests need not close to exit.
-  const w = fsWatch(dir, { persistent: false }, (_event, filename) => h.onName(filename ?? null));
+  const w = fsWatch(dir, { persistent: true }, (_event, filename) => h.onName(filename ?? null));
   w.on('error', (err) => h.onError(err));
   return {
     close: () => {
@@ -40,7 +39,7 @@ async function watchWithChokidar(dir: string, h: DirWatchHandlers): Promise<DirW
   const w = watch(dir, {
     depth: 0,
     ignoreInitial: true,
-    persistent: false,
+    persistent: true,
     // Renames are already atomic; chokidar's own atomic-write handling only adds delay.
     atomic: false,
     awaitWriteFinish: false,

@@ -3,8 +3,7 @@
  * content, the helper's `env -0` output. Reading never blocks and never follows a link: the
  * spool is input, and a FIFO or a device node dropped into it must not stall or poke anything.
  */
-import { constants, type Stats } from 'node:fs';
-import { lstat, open } from 'node:fs/promises';
+import { closeSync, constants, fstatSync, lstatSync, openSync, readSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import { DEVICE_ACTIONS, type DeviceAction, type DeviceEvent } from '../devices/types.js';
 import { describeError } from '../errors.js';
@@ -52,37 +51,46 @@ function fileKind(st: Stats): string {
   return 'not a regular file';
 }
 
-/** Reads and validates `<dir>/<name>`; `name` must have passed parseSpoolName. */
-export async function readSpoolFile(dir: string, name: string, expect: SpoolName): Promise<SpoolRead> {
+/** One reusable read buffer: reading is synchronous, so it is never shared by two reads. */
+const scratch = Buffer.allocUnsafe(LIMITS.fileBytes + 1);
+
+/**
+ * Reads and validates `<dir>/<name>`; `name` must have passed parseSpoolName.
+ *
+ * Synchronous on purpose: the spool is on tmpfs (/run), where lstat+open+read+close of a small
+ * file costs tens of microseconds, while the same through the thread pool costs five round trips
+ * (see BENCHMARKS.md). Nothing here can block: no FIFO or device is ever opened.
+ */
+export function readSpoolFile(dir: string, name: string, expect: SpoolName): SpoolRead {
   const path = join(dir, name);
-  let pre: Stats;
+  let pre: Stats | undefined;
   try {
     // Judge by lstat before opening: opening a device node can have effects of its own.
-    pre = await lstat(path);
+    pre = lstatSync(path, { throwIfNoEntry: false });
   } catch (err) {
     return errnoResult(err, 'cannot stat');
   }
+  if (pre === undefined) return { kind: 'gone' };
   if (!pre.isFile()) return { kind: 'bad', reason: `not a regular file: ${fileKind(pre)}` };
   if (pre.size > LIMITS.fileBytes) return { kind: 'bad', reason: `file too large: ${pre.size} bytes (limit ${LIMITS.fileBytes})` };
 
   let buf: Buffer;
   try {
-    const fh = await open(path, OPEN_FLAGS);
+    const fd = openSync(path, OPEN_FLAGS);
     try {
-      const st = await fh.stat();
       // Swapped since lstat: judge what is open now.
+      const st = fstatSync(fd);
       if (!st.isFile()) return { kind: 'bad', reason: `not a regular file: ${fileKind(st)}` };
-      buf = Buffer.allocUnsafe(LIMITS.fileBytes + 1);
       let got = 0;
-      while (got < buf.length) {
-        const { bytesRead } = await fh.read(buf, got, buf.length - got, got);
-        if (bytesRead === 0) break;
-        got += bytesRead;
+      while (got < scratch.length) {
+        const n = readSync(fd, scratch, got, scratch.length - got, got);
+        if (n === 0) break;
+        got += n;
       }
       if (got > LIMITS.fileBytes) return { kind: 'bad', reason: `file too large: over ${LIMITS.fileBytes} bytes` };
-      buf = buf.subarray(0, got);
+      buf = scratch.subarray(0, got);
     } finally {
-      await fh.close();
+      closeSync(fd);
     }
   } catch (err) {
     return errnoResult(err, 'cannot read');

@@ -27,7 +27,7 @@ export interface SpoolSourceOptions {
   watcher?: WatcherKind;
   /** A dot-file (the helper's temp name) older than this is a crashed helper's leftover. */
   staleTempMs?: number;
-  /** Most events per onEvents call (a large backlog comes in several, still in order). */
+  /** Most events per onEvents call (a large backlog comes in several, still in order); 128. */
   batchMax?: number;
   quarantineMax?: number;
   /** Told of every file moved to the quarantine (for metrics). */
@@ -74,7 +74,6 @@ export class SpoolSource {
     await this.rewatch();
     await this.rescan();
     this.timer = setInterval(() => void this.rescan(), this.opts.rescanMs ?? 1000);
-    this.timer.unref();
   }
 
   async stop(): Promise<void> {
@@ -165,16 +164,18 @@ export class SpoolSource {
     }
     candidates.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 
-    const batchMax = this.opts.batchMax ?? 512;
+    const batchMax = this.opts.batchMax ?? 128;
     for (let i = 0; i < candidates.length && !this.stopped; i += batchMax) {
+      // Reads are synchronous (spool-file.ts): let other I/O in between two batches.
+      if (i > 0) await new Promise((resolve) => setImmediate(resolve));
       const chunk = candidates.slice(i, i + batchMax);
       const events: DeviceEvent[] = [];
-      await forEachLimit(chunk, READ_CONCURRENCY, async ({ name, parsed }) => {
-        const r = await readSpoolFile(this.opts.dir, name, parsed);
+      for (const { name, parsed } of chunk) {
+        const r = readSpoolFile(this.opts.dir, name, parsed);
         if (r.kind === 'event') events.push(r.event);
         else if (r.kind === 'bad') bad.push({ name, reason: r.reason });
         else if (r.kind === 'retry') this.log.warn({ file: name, reason: r.reason }, 'spool file not readable now; retried on the next rescan');
-      });
+      }
       this.emit(events);
     }
     // After the good events went out: quarantining must not delay a delivery.
@@ -231,7 +232,7 @@ export class SpoolSource {
     if (this.stopped) return;
     try {
       this.watchedIno = (await stat(this.opts.dir)).ino;
-      this.watch = await watchDir(this.opts.dir, this.opts.watcher ?? 'fswatch', {
+      const watch = await watchDir(this.opts.dir, this.opts.watcher ?? 'fswatch', {
         onName: (name) => {
           if (name === null) this.fullScanWanted = true;
           else if (!name.startsWith('.')) this.announced.add(name);
@@ -243,6 +244,9 @@ export class SpoolSource {
           void this.closeWatch().then(() => this.rescan());
         },
       });
+      // stop() or another rewatch may have run while chokidar got ready: keep one watch only.
+      if (this.stopped || this.watch !== null) await watch.close();
+      else this.watch = watch;
     } catch (err) {
       // The periodic rescan still delivers, only slower; it retries the watch each time.
       this.log.warn({ dir: this.opts.dir, err: describeError(err) }, 'cannot watch spool directory');
