@@ -3,6 +3,9 @@
  * `<name>.reason` text beside them, so an operator can see what arrived and why it was refused.
  * Bounded (oldest entries go first) so a flood cannot fill /run, and never throws: a file that
  * cannot even be moved is remembered and skipped by the caller.
+ *
+ * Names are handled as raw bytes: a file name need not be UTF-8, and decoding it would name a
+ * file that does not exist.
  */
 import { createHash } from 'node:crypto';
 import { lstat, mkdir, readdir, rename, rm, writeFile } from 'node:fs/promises';
@@ -11,7 +14,7 @@ import { describeError } from '../errors.js';
 import type { Logger } from '../log.js';
 
 export const QUARANTINE_DIR = 'quarantine';
-const REASON_SUFFIX = '.reason';
+const REASON = Buffer.from('.reason');
 
 export type QuarantineResult = 'moved' | 'gone' | 'failed';
 
@@ -21,6 +24,11 @@ export interface QuarantineOptions {
   logger: Logger;
   /** Entries (a file and its reason) kept; older ones are deleted. */
   maxEntries?: number;
+}
+
+/** `<dir>/<name>` with the name's bytes kept as they are. */
+function under(dir: string, name: Buffer): Buffer {
+  return Buffer.concat([Buffer.from(`${dir}/`), name]);
 }
 
 export class Quarantine {
@@ -37,9 +45,9 @@ export class Quarantine {
   }
 
   /** Moves `<spoolDir>/<name>` aside; 'failed' when it could not, 'gone' when it vanished first. */
-  put(name: string, reason: string): Promise<QuarantineResult> {
+  put(name: string | Buffer, reason: string): Promise<QuarantineResult> {
     // One at a time: choosing a free name and renaming onto it must not interleave.
-    const run = this.chain.then(() => this.putNow(name, reason));
+    const run = this.chain.then(() => this.putNow(typeof name === 'string' ? Buffer.from(name) : name, reason));
     this.chain = run.then(
       () => undefined,
       () => undefined,
@@ -47,24 +55,26 @@ export class Quarantine {
     return run;
   }
 
-  private async putNow(name: string, reason: string): Promise<QuarantineResult> {
+  private async putNow(name: Buffer, reason: string): Promise<QuarantineResult> {
     const log = this.opts.logger;
+    const file = name.toString('utf8'); // for log lines only
+    const source = under(this.opts.spoolDir, name);
     try {
       await this.ensureDir();
       const target = await this.freeName(name);
-      await rename(join(this.opts.spoolDir, name), join(this.dir, target));
-      log.warn({ file: name, quarantined: target, reason }, 'spool file quarantined');
+      await rename(source, under(this.dir, target));
+      log.warn({ file, quarantined: target.toString('utf8'), reason }, 'spool file quarantined');
       try {
-        await writeFile(join(this.dir, target + REASON_SUFFIX), `${reason}\n`, { mode: 0o600, flag: 'wx' });
+        await writeFile(under(this.dir, Buffer.concat([target, REASON])), `${reason}\n`, { mode: 0o600, flag: 'wx' });
       } catch (err) {
-        log.warn({ file: target, err: describeError(err) }, 'cannot write quarantine reason');
+        log.warn({ file, err: describeError(err) }, 'cannot write quarantine reason');
       }
       this.count = this.count === null ? null : this.count + 1;
       await this.prune();
       return 'moved';
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && !(await exists(join(this.opts.spoolDir, name)))) return 'gone';
-      log.error({ file: name, reason, err: describeError(err) }, 'cannot quarantine spool file; it will be skipped');
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && !(await exists(source))) return 'gone';
+      log.error({ file, reason, err: describeError(err) }, 'cannot quarantine spool file; it will be skipped');
       return 'failed';
     }
   }
@@ -82,16 +92,19 @@ export class Quarantine {
   }
 
   /** `name`, or `name.1`, `name.2`…, such that neither it nor its `.reason` exists yet. */
-  private async freeName(name: string): Promise<string> {
+  private async freeName(name: Buffer): Promise<Buffer> {
     // Leave room for the suffixes within NAME_MAX (255 bytes); a hash keeps long names apart.
-    const stem = Buffer.byteLength(name) <= 200 ? name : `${name.slice(0, 40)}~${createHash('sha256').update(name).digest('hex').slice(0, 16)}`;
+    const stem =
+      name.length <= 200
+        ? name
+        : Buffer.from(`${name.toString('utf8').slice(0, 40)}~${createHash('sha256').update(name).digest('hex').slice(0, 16)}`);
     for (let i = 0; i < 1000; i++) {
-      const candidate = i === 0 ? stem : `${stem}.${i}`;
-      if (!(await exists(join(this.dir, candidate))) && !(await exists(join(this.dir, candidate + REASON_SUFFIX)))) {
+      const candidate = i === 0 ? stem : Buffer.concat([stem, Buffer.from(`.${i}`)]);
+      if (!(await exists(under(this.dir, candidate))) && !(await exists(under(this.dir, Buffer.concat([candidate, REASON]))))) {
         return candidate;
       }
     }
-    return `${stem}.${Date.now()}-${process.pid}-${++this.uniq}`;
+    return Buffer.concat([stem, Buffer.from(`.${Date.now()}-${process.pid}-${++this.uniq}`)]);
   }
 
   private async prune(): Promise<void> {
@@ -105,32 +118,33 @@ export class Quarantine {
   private async pruneIfNeeded(): Promise<void> {
     // Counting lstat()s every entry: do it only once per tenth of the limit, not per file.
     if (this.count !== null && this.count <= this.maxEntries + Math.ceil(this.maxEntries / 10)) return;
-    const names = await readdir(this.dir);
+    // latin1 maps bytes to characters one to one: any name survives the round trip.
+    const names = (await readdir(this.dir, { encoding: 'buffer' })).map((b) => b.toString('latin1'));
     const present = new Set(names);
+    const suffix = REASON.toString('latin1');
     const groups = new Map<string, string[]>();
     for (const n of names) {
-      const stem = n.slice(0, -REASON_SUFFIX.length);
-      const base = n.endsWith(REASON_SUFFIX) && present.has(stem) ? stem : n;
+      const stem = n.slice(0, -suffix.length);
+      const base = n.endsWith(suffix) && present.has(stem) ? stem : n;
       const g = groups.get(base);
       if (g === undefined) groups.set(base, [n]);
       else g.push(n);
     }
     this.count = groups.size;
     if (groups.size <= this.maxEntries) return;
-    const aged = await Promise.all(
-      [...groups].map(async ([base, members]) => ({ base, members, mtime: await mtimeOf(join(this.dir, base)) })),
-    );
+    const path = (n: string): Buffer => under(this.dir, Buffer.from(n, 'latin1'));
+    const aged = await Promise.all([...groups].map(async ([base, members]) => ({ members, mtime: await mtimeOf(path(base)) })));
     aged.sort((a, b) => a.mtime - b.mtime);
     const excess = aged.slice(0, aged.length - this.maxEntries);
     for (const g of excess) {
-      for (const m of g.members) await rm(join(this.dir, m), { recursive: true, force: true });
+      for (const m of g.members) await rm(path(m), { recursive: true, force: true });
     }
     this.count = aged.length - excess.length;
     this.opts.logger.warn({ deleted: excess.length, kept: this.count }, 'quarantine full: oldest entries deleted');
   }
 }
 
-async function exists(path: string): Promise<boolean> {
+async function exists(path: Buffer): Promise<boolean> {
   try {
     await lstat(path);
     return true;
@@ -139,7 +153,7 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-async function mtimeOf(path: string): Promise<number> {
+async function mtimeOf(path: Buffer): Promise<number> {
   try {
     return (await lstat(path)).mtimeMs;
   } catch {

@@ -141,17 +141,21 @@ export class SpoolSource {
     if (this.stopped) return;
     const full = this.fullScanWanted;
     let names: string[];
+    const bad: Array<{ name: string | Buffer; reason: string }> = [];
     if (full) {
       this.fullScanWanted = false;
       this.announced.clear();
-      names = await this.listDir();
+      const listed = await this.listDir();
+      names = listed.names;
+      for (const raw of listed.undecodable) {
+        if (!this.skipped.has(rawKey(raw))) bad.push({ name: raw, reason: 'file name is not valid UTF-8' });
+      }
     } else {
       names = [...this.announced];
       this.announced.clear();
     }
 
     const candidates: Array<{ name: string; parsed: SpoolName }> = [];
-    const bad: Array<{ name: string; reason: string }> = [];
     for (const name of names) {
       if (name === QUARANTINE_DIR || this.inFlight.has(name) || this.skipped.has(name)) continue;
       if (name.startsWith('.')) {
@@ -182,8 +186,8 @@ export class SpoolSource {
     for (const { name, reason } of bad) {
       if (this.stopped) break;
       const result = await this.quarantine.put(name, reason);
-      if (result === 'failed') this.skip(name);
-      else if (result === 'moved') this.notifyQuarantine(name, reason);
+      if (result === 'failed') this.skip(typeof name === 'string' ? name : rawKey(name));
+      else if (result === 'moved') this.notifyQuarantine(name.toString(), reason);
     }
   }
 
@@ -198,7 +202,7 @@ export class SpoolSource {
     }
   }
 
-  private async checkTemp(name: string, bad: Array<{ name: string; reason: string }>): Promise<void> {
+  private async checkTemp(name: string, bad: Array<{ name: string | Buffer; reason: string }>): Promise<void> {
     const limit = this.opts.staleTempMs ?? 60_000;
     try {
       const st = await lstat(join(this.opts.dir, name));
@@ -209,8 +213,11 @@ export class SpoolSource {
     }
   }
 
-  /** readdir, recreating the folder (and the watch) if it vanished or was replaced. */
-  private async listDir(): Promise<string[]> {
+  /**
+   * readdir, recreating the folder (and the watch) if it vanished or was replaced. Names are read
+   * as bytes: one that is no UTF-8 would otherwise come back as a name no file has.
+   */
+  private async listDir(): Promise<{ names: string[]; undecodable: Buffer[] }> {
     let ino: number | null = null;
     try {
       ino = (await stat(this.opts.dir)).ino;
@@ -220,7 +227,14 @@ export class SpoolSource {
       await this.ensureDir();
     }
     if (ino === null || ino !== this.watchedIno || this.watch === null) await this.rewatch();
-    return readdir(this.opts.dir);
+    const names: string[] = [];
+    const undecodable: Buffer[] = [];
+    for (const raw of await readdir(this.opts.dir, { encoding: 'buffer' })) {
+      const name = raw.toString('utf8');
+      if (Buffer.from(name).equals(raw)) names.push(name);
+      else undecodable.push(raw);
+    }
+    return { names, undecodable };
   }
 
   private async ensureDir(): Promise<void> {
@@ -234,7 +248,8 @@ export class SpoolSource {
       this.watchedIno = (await stat(this.opts.dir)).ino;
       const watch = await watchDir(this.opts.dir, this.opts.watcher ?? 'fswatch', {
         onName: (name) => {
-          if (name === null) this.fullScanWanted = true;
+          // No name, or one decoded with U+FFFD (not UTF-8): only a full listing sees the real one.
+          if (name === null || name.includes('\uFFFD')) this.fullScanWanted = true;
           else if (!name.startsWith('.')) this.announced.add(name);
           else return; // temp files: the rename into place announces the real name
           this.kick();
@@ -274,6 +289,11 @@ export class SpoolSource {
       if (oldest.done !== true) this.skipped.delete(oldest.value);
     }
   }
+}
+
+/** A key for a name that is no UTF-8: NUL-led, so it never equals a real (string) name. */
+function rawKey(raw: Buffer): string {
+  return `\0${raw.toString('latin1')}`;
 }
 
 async function forEachLimit<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {

@@ -265,6 +265,24 @@ describe('SpoolSource quarantine', () => {
     await waitFor(() => events().length === valid.length + 1, 'live event after the garbage');
   });
 
+  it('quarantines a file whose name is no UTF-8 under its own bytes, live and at start', async () => {
+    mkdirSync(dir, { recursive: true });
+    const rawName = (tail: number[]): Buffer => Buffer.concat([Buffer.from('00000000000000000042-add'), Buffer.from(tail)]);
+    const at = (d: string, name: Buffer): Buffer => Buffer.concat([Buffer.from(`${d}/`), name]);
+    writeFileSync(at(dir, rawName([0xff, 0xfe])), envZero(props(42)));
+    const quarantined: string[] = [];
+    const { src, events } = startSource({ onQuarantine: (n) => quarantined.push(n) });
+    await src.start();
+    const q = join(dir, 'quarantine');
+    expect(readdirSync(dir, { encoding: 'buffer' }).some((n) => n.equals(rawName([0xff, 0xfe])))).toBe(false);
+    expect(readFileSync(at(q, Buffer.concat([rawName([0xff, 0xfe]), Buffer.from('.reason')])), 'utf8')).toMatch(/not valid UTF-8/);
+    // one arriving live: the watch decodes it wrongly, the full listing it triggers does not
+    writeFileSync(at(dir, rawName([0xc3])), envZero(props(43)));
+    await waitFor(() => quarantined.length === 2, 'live non-UTF-8 name quarantined', 5000);
+    expect(readdirSync(q, { encoding: 'buffer' }).some((n) => n.equals(rawName([0xc3])))).toBe(true);
+    expect(events()).toEqual([]);
+  });
+
   it('never overwrites in the quarantine: a second file of the same name gets a suffix', async () => {
     const { src } = startSource();
     await src.start();
