@@ -52,11 +52,11 @@ export class DeviceTable {
     this.subsystems = opts.subsystems;
     this.maxTombstones = opts.maxTombstones ?? DEFAULT_MAX_TOMBSTONES;
   }
+
   /** A reload changes what is reported from now on; devices already known stay known. */
   setSubsystems(subsystems: readonly string[]): void {
     this.subsystems = [...subsystems];
   }
-
 
   get size(): number {
     return this.devices.size;

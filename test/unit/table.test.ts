@@ -123,6 +123,17 @@ describe('DeviceTable.apply', () => {
     expect(t.apply(ev('remove', 12, newPath))?.deviceId).toBe(newPath);
   });
 
+  it('setSubsystems changes what new devices are reported for; known ones stay until removed', () => {
+    const t = table();
+    t.apply(ev('add', 1, TTY));
+    t.setSubsystems(['usb']);
+    expect(t.apply(ev('add', 2, `${USB}/1-2:1.1/ttyUSB1/tty/ttyUSB1`))).toBeNull();
+    expect(t.apply(ev('remove', 3, TTY))?.kind).toBe('remove');
+    t.setSubsystems(['tty']);
+    expect(t.apply(ev('add', 4, USB))).toBeNull();
+    expect(t.apply(ev('add', 5, TTY))?.kind).toBe('insert');
+  });
+
   it('coldplugged devices (no SEQNUM) accept any later live event', () => {
     const t = table();
     t.reconcile([{ id: USB, properties: { DEVPATH: USB, SUBSYSTEM: 'usb', DEVTYPE: 'usb_device' } }]);
