@@ -157,6 +157,8 @@ function issuesToReason(error: z.ZodError): string {
 /** Cleans and bounds a property set; throws SPOOL_INVALID with the reason. */
 export function validateProperties(raw: Record<string, string>): Record<string, string> {
   const props = cleanProperties(raw);
+  // zod's record() passes over an own `__proto__` key without checking it: refuse it here.
+  if (Object.hasOwn(props, '__proto__')) throw invalid('key "__proto__" is not a udev property');
   const res = propertiesSchema.safeParse(props);
   if (!res.success) throw invalid(issuesToReason(res.error));
   return props;

@@ -163,6 +163,12 @@ describe('parseEventRecord', () => {
     expect(reasonOf(() => parseEventRecord(clean, 'spool'))).toMatch(re);
   });
 
+  it('refuses an own __proto__ key, from a record or from KEY=VALUE pairs', () => {
+    const raw = JSON.parse(`{"__proto__":"${'p'.repeat(20_000)}"}`) as Record<string, string>;
+    expect(reasonOf(() => parseEventRecord({ ...base, ...raw }, 'spool'))).toMatch(/__proto__/);
+    expect(reasonOf(() => entriesToRecord([['__proto__', 'x']]))).toMatch(/__proto__/);
+  });
+
   it('accepts a value of exactly 4 KiB and an HMD_ value of any size', () => {
     expect(parseEventRecord({ ...base, OK: 'x'.repeat(LIMITS.valueBytes) }, 'spool').properties['OK']).toHaveLength(4096);
     expect(parseEventRecord({ ...base, HMD_HUGE: 'x'.repeat(100_000), 'HMD_bad key': '' }, 'spool').properties).toEqual(base);
