@@ -180,11 +180,9 @@ describe.skipIf(blocker !== null)('reliability: spool entries the fuzz does not 
     await c.waitForEvents(n + 1);
   };
 
-  // Daemon bug: the spool is listed with readdir()'s default UTF-8 decoding, so a name that is no
-  // valid UTF-8 comes back with U+FFFD in it; Quarantine.put() then renames a path that does not
-  // exist, takes the ENOENT for 'gone', and says nothing. The file stays in the spool for good,
-  // retried silently on every rescan.
-  it.fails('a file whose name is not valid UTF-8 is quarantined with a reason', async () => {
+  // The spool is listed as bytes: decoded as UTF-8, such a name would come back with U+FFFD in
+  // it and name a file that does not exist, so it would stay in the spool for good.
+  it('a file whose name is not valid UTF-8 is quarantined with a reason', async () => {
     const name = Buffer.concat([Buffer.from('00000000000000000042-add'), Buffer.from([0xff, 0xfe])]);
     put(name, serialize(validRecs(42n, 'add', 1)));
     await probe();
