@@ -8,6 +8,13 @@ const { Message, MessageType, sessionBus } = dbus;
 let bus = null;
 let eventsMode = 'ack';
 let ackDelayMs = 0;
+// Benchmarks: `quiet` stops the line per event (the pipe would cost more than the call);
+// `count` then tells how many arrived and when the last one did.
+let quiet = false;
+let received = 0;
+let lastT = 0;
+let lastSeq = null;
+let countWaiters = [];
 const out = (obj) => process.stdout.write(`${JSON.stringify(obj)}\n`);
 
 function callDaemon(member, signature = '', body = [], iface = 'io.veea.VeeaHub.HardwareMonitoringDaemon.Container', path = '/io/veea/VeeaHub/HardwareMonitoringDaemon', dest = 'io.veea.VeeaHub.HardwareMonitoringDaemon') {
@@ -47,12 +54,19 @@ async function handle(cmd) {
       // mode: 'ack' answers at once (after ackDelayMs), 'hang' never answers.
       eventsMode = cmd.mode ?? 'ack';
       ackDelayMs = cmd.delayMs ?? 0;
+      quiet = cmd.quiet === true;
       if (!handle.serving) {
         handle.serving = true;
         bus.addMethodHandler((msg) => {
           if (msg.type !== MessageType.METHOD_CALL) return false;
           if (msg.interface !== 'io.veea.VeeaHub.HardwareMonitoringAgent.Events') return false;
-          out({ type: 'event', member: msg.member, path: msg.path, sender: msg.sender, deviceId: msg.body[0], properties: msg.body[1] });
+          // Arrival time (epoch ms, sub-ms precision), comparable across processes of this host.
+          const t = performance.timeOrigin + performance.now();
+          received++;
+          lastT = t;
+          lastSeq = msg.body[1]?.HMD_SEQUENCE ?? null;
+          if (!quiet) out({ type: 'event', member: msg.member, path: msg.path, sender: msg.sender, deviceId: msg.body[0], properties: msg.body[1], t });
+          if (countWaiters.length > 0) countWaiters = countWaiters.filter((w) => !w());
           if (eventsMode === 'hang') return true;
           const reply = () => bus.send(Message.newMethodReturn(msg, '', []));
           if (ackDelayMs > 0) setTimeout(reply, ackDelayMs);
@@ -61,6 +75,14 @@ async function handle(cmd) {
         });
       }
       return { mode: eventsMode };
+    }
+    case 'count': {
+      // Answers once at least `atLeast` events arrived: { count, t (last arrival), seq (its HMD_SEQUENCE) }.
+      const atLeast = cmd.atLeast ?? 0;
+      return new Promise((res) => {
+        const check = () => received >= atLeast && (res({ count: received, t: lastT, seq: lastSeq }), true);
+        if (!check()) countWaiters.push(check);
+      });
     }
     case 'exit':
       setImmediate(() => process.exit(0));
