@@ -1,9 +1,9 @@
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { BusConnection } from '../../src/bus/types.js';
-import { FakeContainer, killAllContainers } from '../e2e/support/containers.js';
-import { cleanupDirs, daemonDirs, eventually, getStatus, rootClient, startDaemon, type DaemonDirs, type DaemonProcess } from '../e2e/support/daemon.js';
-import { e2eBlocker, startPrivateBus, type PrivateBus } from '../e2e/support/dbus.js';
+import { FakeContainer } from '../e2e/support/containers.js';
+import { eventually, getStatus, useDaemonSuite } from '../e2e/support/daemon.js';
+import { e2eBlocker } from '../e2e/support/dbus.js';
 import { plugMany, runHelper, usbDevice } from '../e2e/support/events.js';
 import { expectation, randomCall, type Caller, type FuzzCall } from './support/dbus-fuzz.js';
 import { exactlyOnce } from './support/delivery.js';
@@ -59,36 +59,20 @@ async function snapshot(root: BusConnection): Promise<{ containers: unknown[]; d
 }
 
 describe.skipIf(blocker !== null)('reliability: fuzzed D-Bus input', () => {
-  let bus: PrivateBus;
-  let dirs: DaemonDirs;
-  let daemon: DaemonProcess;
-  let root: BusConnection;
-  beforeAll(async () => {
-    bus = await startPrivateBus();
-    dirs = daemonDirs();
-    daemon = await startDaemon(bus, dirs);
-    root = await rootClient(bus);
-  });
-  afterAll(async () => {
-    await killAllContainers();
-    root?.close();
-    await daemon?.stop();
-    await bus?.stop();
-    if (dirs) cleanupDirs(dirs);
-  });
+  const t = useDaemonSuite();
 
   it(`${CALLS_PER_CALLER} random calls from each of 5 callers (container, host, non-root): proper replies or errors, daemon alive, state unchanged`, async () => {
     const rng = suiteRng('fuzz-dbus');
     // Devices present, so a wrongful replay would show in the Ready container's sequence.
-    await plugMany(dirs.spoolDir, 0, 3);
-    await eventually(async () => (await getStatus(root)).devices.length === 3, 10_000, '3 devices in the table');
+    await plugMany(t.dirs.spoolDir, 0, 3);
+    await eventually(async () => (await getStatus(t.root)).devices.length === 3, 10_000, '3 devices in the table');
 
     const start = async (name: string, opts: Parameters<typeof FakeContainer.start>[0], kind: Caller['kind'], isRoot: boolean): Promise<Peer> => {
       const proc = await FakeContainer.start({ ...opts, command: [process.execPath, PEER] });
       return { name, proc, kind, root: isRoot, registered: false, readied: false };
     };
     const ready = await start('ready container', {}, 'container', true);
-    await ready.proc.becomeReady(bus.address);
+    await ready.proc.becomeReady(t.bus.address);
     ready.registered = true;
     await ready.proc.waitForEvents(3);
     const peers: Peer[] = [
@@ -98,8 +82,8 @@ describe.skipIf(blocker !== null)('reliability: fuzzed D-Bus input', () => {
       await start('host uid 65534', { cid: null, uid: 65534 }, 'host', false),
       await start('container uid 65534', { uid: 65534 }, 'container', false),
     ];
-    for (const p of peers.slice(1)) await p.proc.connect(bus.address);
-    const before = await snapshot(root);
+    for (const p of peers.slice(1)) await p.proc.connect(t.bus.address);
+    const before = await snapshot(t.root);
 
     const failures: string[] = [];
     const tally = new Map<string, number>();
@@ -127,10 +111,10 @@ describe.skipIf(blocker !== null)('reliability: fuzzed D-Bus input', () => {
     );
     console.info(`[fuzz-dbus] outcomes: ${JSON.stringify(Object.fromEntries([...tally].sort((a, b) => b[1] - a[1])))}`);
     expect(failures.slice(0, 15)).toEqual([]);
-    expect(daemon.running).toBe(true);
+    expect(t.daemon.running).toBe(true);
 
     // Unchanged, except what a valid Register/Ready legitimately did for a container that had not.
-    const after = await snapshot(root);
+    const after = await snapshot(t.root);
     const expected = structuredClone(before.containers) as Array<Record<string, unknown>>;
     for (const p of peers) {
       if (p === ready || p.kind !== 'container' || !p.registered) continue;
@@ -144,7 +128,7 @@ describe.skipIf(blocker !== null)('reliability: fuzzed D-Bus input', () => {
 
     // The Ready container got nothing from all this (no replay), and still gets what comes next.
     expect(ready.proc.events).toHaveLength(3);
-    await runHelper(dirs.spoolDir, 'add', usbDevice(10));
+    await runHelper(t.dirs.spoolDir, 'add', usbDevice(10));
     const got = exactlyOnce(await ready.proc.waitForEvents(4));
     expect(got[3]?.deviceId).toBe(usbDevice(10).DEVPATH);
   }, 120_000);

@@ -1,9 +1,9 @@
 import { existsSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeEach, describe, expect, it } from 'vitest';
 import { FakeContainer, killAllContainers } from '../e2e/support/containers.js';
-import { cleanupDirs, daemonDirs, eventually, getStatus, rootClient, startDaemon, type DaemonDirs, type DaemonProcess } from '../e2e/support/daemon.js';
-import { e2eBlocker, startPrivateBus, type PrivateBus } from '../e2e/support/dbus.js';
+import { cleanupDirs, daemonDirs, eventually, getStatus, rootClient, startDaemon, useDaemonSuite } from '../e2e/support/daemon.js';
+import { e2eBlocker, startPrivateBus } from '../e2e/support/dbus.js';
 import { nextSeqnum, runHelper, usbDevice } from '../e2e/support/events.js';
 import { exactlyOnce, pairs, sleep } from './support/delivery.js';
 import { suiteRng } from './support/rng.js';
@@ -145,38 +145,29 @@ describe.skipIf(blocker !== null)('reliability: fuzzed spool', () => {
 });
 
 describe.skipIf(blocker !== null)('reliability: spool entries the fuzz does not cover in bulk', () => {
-  let bus: PrivateBus;
-  let dirs: DaemonDirs;
-  let daemon: DaemonProcess;
+  const t = useDaemonSuite();
   let c: FakeContainer;
-  beforeAll(async () => {
-    bus = await startPrivateBus();
-    dirs = daemonDirs();
-    daemon = await startDaemon(bus, dirs);
+  // The suite kills every container after each test: a fresh Ready one for each.
+  beforeEach(async () => {
     c = await FakeContainer.start();
-    await c.becomeReady(bus.address);
-  });
-  afterAll(async () => {
-    await killAllContainers();
-    await daemon?.stop();
-    await bus?.stop();
-    if (dirs) cleanupDirs(dirs);
+    await c.becomeReady(t.bus.address);
   });
 
   /** Puts raw bytes under a raw (possibly non-UTF-8) name into the spool, whole. */
   const put = (name: Buffer, content: Buffer): void => {
-    const tmp = join(dirs.root, 'staging-file');
+    const tmp = join(t.dirs.root, 'staging-file');
     writeFileSync(tmp, content);
-    renameSync(tmp, Buffer.concat([Buffer.from(`${dirs.spoolDir}/`), name]));
+    renameSync(tmp, Buffer.concat([Buffer.from(`${t.dirs.spoolDir}/`), name]));
   };
   const quarantined = (name: Buffer): boolean => {
-    const q = join(dirs.spoolDir, 'quarantine');
+    const q = join(t.dirs.spoolDir, 'quarantine');
     return existsSync(q) && readdirSync(q, { encoding: 'buffer' }).some((n) => n.equals(name));
   };
   /** A valid event after the bad one: delivered, so the daemon has looked at the spool since. */
+  let probes = 0;
   const probe = async (): Promise<void> => {
     const n = c.events.length;
-    await runHelper(dirs.spoolDir, 'add', usbDevice(500 + n));
+    await runHelper(t.dirs.spoolDir, 'add', usbDevice(500 + probes++));
     await c.waitForEvents(n + 1);
   };
 
@@ -187,8 +178,8 @@ describe.skipIf(blocker !== null)('reliability: spool entries the fuzz does not 
     put(name, serialize(validRecs(42n, 'add', 1)));
     await probe();
     await eventually(() => quarantined(name), 3_000, 'the non-UTF-8 name to be quarantined');
-    expect(existsSync(Buffer.concat([Buffer.from(join(dirs.spoolDir, 'quarantine/')), name, Buffer.from('.reason')]))).toBe(true);
-    expect(daemon.running).toBe(true);
+    expect(existsSync(Buffer.concat([Buffer.from(join(t.dirs.spoolDir, 'quarantine/')), name, Buffer.from('.reason')]))).toBe(true);
+    expect(t.daemon.running).toBe(true);
   });
 
   // zod 4's z.record() skips a `__proto__` key without running the key or value schema, so the

@@ -13,6 +13,7 @@ const PATH = '/io/veea/VeeaHub/HardwareMonitoringDaemon';
 const CONTAINER = `${DAEMON}.Container`;
 let bus = null;
 let serving = false;
+const cycling = process.argv[2] === '--cycle';
 const out = (obj) => process.stdout.write(`${JSON.stringify(obj)}\n`);
 
 function revive(v) {
@@ -80,7 +81,7 @@ async function handle(cmd) {
         serving = true;
         bus.addMethodHandler((msg) => {
           if (msg.type !== MessageType.METHOD_CALL || msg.interface !== 'io.veea.VeeaHub.HardwareMonitoringAgent.Events') return false;
-          out({ type: 'event', member: msg.member, path: msg.path, sender: msg.sender, deviceId: msg.body[0], properties: msg.body[1], t: performance.timeOrigin + performance.now() });
+          if (!cycling) out({ type: 'event', member: msg.member, path: msg.path, sender: msg.sender, deviceId: msg.body[0], properties: msg.body[1], t: performance.timeOrigin + performance.now() });
           bus.send(Message.newMethodReturn(msg, '', []));
           return true;
         });
@@ -96,17 +97,36 @@ async function handle(cmd) {
   }
 }
 
-createInterface({ input: process.stdin }).on('line', (line) => {
-  let cmd;
-  try {
-    cmd = JSON.parse(line);
-  } catch {
-    return;
+// `peer.mjs --cycle ADDRESS MS`: one life of a crash-looping agent, no stdin protocol: Register,
+// own the name, serve Events, Ready, then die abruptly MS milliseconds later (mid-delivery, often).
+if (process.argv[2] === '--cycle') {
+  const [address, ms] = [process.argv[3], Number(process.argv[4] ?? 100)];
+  setTimeout(() => process.exit(0), ms + 2000).unref(); // never outlive a stuck start
+  await handle({ op: 'connect', address });
+  const reg = await call('Register');
+  if (reg.body?.[0] === 0) {
+    await handle({ op: 'own', name: reg.body[1] });
+    await handle({ op: 'events' });
+    void call('Ready');
   }
-  handle(cmd).then(
-    (res) => out({ type: 'reply', id: cmd.id, ...res }),
-    (e) => out({ type: 'reply', id: cmd.id, error: String(e?.message ?? e) }),
-  );
-});
-process.stdin.on('end', () => process.exit(0));
-out({ type: 'started', pid: process.pid });
+  setTimeout(() => process.exit(0), ms);
+} else {
+  serve();
+}
+
+function serve() {
+  createInterface({ input: process.stdin }).on('line', (line) => {
+    let cmd;
+    try {
+      cmd = JSON.parse(line);
+    } catch {
+      return;
+    }
+    handle(cmd).then(
+      (res) => out({ type: 'reply', id: cmd.id, ...res }),
+      (e) => out({ type: 'reply', id: cmd.id, error: String(e?.message ?? e) }),
+    );
+  });
+  process.stdin.on('end', () => process.exit(0));
+  out({ type: 'started', pid: process.pid });
+}
