@@ -7,7 +7,6 @@ import { Message, sessionBus, type MessageBus } from '@jellybrick/dbus-next';
 import { execFileSync, spawn } from 'node:child_process';
 import { appendFileSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import type { BusConnection } from '../src/bus/types.js';
 import { EVENTS_INTERFACE, agentObjectPath } from '../src/constants.js';
@@ -42,8 +41,12 @@ export interface BenchContext {
   log: (msg: string) => void;
 }
 
-/** Epoch milliseconds with sub-millisecond precision; the same clock the fake containers stamp. */
-export const nowMs = (): number => performance.timeOrigin + performance.now();
+/**
+ * Milliseconds of CLOCK_MONOTONIC, the clock the fake containers stamp arrivals with: shared by
+ * all processes of the host, unlike `performance.timeOrigin + now()`, whose wall-clock anchor
+ * differs between processes started before and after a step of the system clock.
+ */
+export const nowMs = (): number => Number(process.hrtime.bigint()) / 1e6;
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 

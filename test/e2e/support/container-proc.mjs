@@ -60,8 +60,9 @@ async function handle(cmd) {
         bus.addMethodHandler((msg) => {
           if (msg.type !== MessageType.METHOD_CALL) return false;
           if (msg.interface !== 'io.veea.VeeaHub.HardwareMonitoringAgent.Events') return false;
-          // Arrival time (epoch ms, sub-ms precision), comparable across processes of this host.
-          const t = performance.timeOrigin + performance.now();
+          // Arrival time in ms of CLOCK_MONOTONIC, which every process of the host shares (the
+          // wall clock behind performance.timeOrigin can be stepped between two process starts).
+          const t = Number(process.hrtime.bigint()) / 1e6;
           received++;
           lastT = t;
           lastSeq = msg.body[1]?.HMD_SEQUENCE ?? null;
