@@ -37,7 +37,13 @@ export function exactlyOnce(events: readonly ContainerEvent[], who = 'container'
 
 export const pairs = (events: readonly ContainerEvent[]): string[] => events.map((e) => `${e.member === 'DeviceInserted' ? '+' : '-'}${e.deviceId}`);
 
-/** When the peer got the call (container-proc stamps `t`); throws if the peer does not. */
+/**
+ * Milliseconds of CLOCK_MONOTONIC, the clock the peers stamp arrivals with: shared by every
+ * process of the host, unlike a wall clock that can be stepped between two process starts.
+ */
+export const monotonicMs = (): number => Number(process.hrtime.bigint()) / 1e6;
+
+/** When the peer got the call (monotonicMs; container-proc stamps `t`); throws if it does not. */
 export function arrival(e: ContainerEvent): number {
   const t = (e as ContainerEvent & { t?: unknown }).t;
   if (typeof t !== 'number') throw new Error('container-proc.mjs does not stamp events with `t`');
@@ -54,7 +60,7 @@ export function percentile(values: readonly number[], p: number): number {
 
 /**
  * Writes one event exactly as udev-rules/hmd-uevent does (env -0 records, dot-name, rename)
- * and returns the moment of the rename, when the event became visible: latency probes need
+ * and returns the moment (monotonicMs) of the rename, when the event became visible: latency probes need
  * that instant, which a forked helper's exit only tells late and under load, later still.
  */
 export function writeSpoolEvent(dir: string, action: string, props: Record<string, string>, seqnum: bigint): number {
@@ -64,7 +70,7 @@ export function writeSpoolEvent(dir: string, action: string, props: Record<strin
     .join('');
   const tmp = join(dir, `.${name}.${process.pid}`);
   writeFileSync(tmp, record, { mode: 0o600 });
-  const t = performance.timeOrigin + performance.now();
+  const t = monotonicMs();
   renameSync(tmp, join(dir, name));
   return t;
 }

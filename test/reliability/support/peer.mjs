@@ -81,7 +81,7 @@ async function handle(cmd) {
         serving = true;
         bus.addMethodHandler((msg) => {
           if (msg.type !== MessageType.METHOD_CALL || msg.interface !== 'io.veea.VeeaHub.HardwareMonitoringAgent.Events') return false;
-          if (!cycling) out({ type: 'event', member: msg.member, path: msg.path, sender: msg.sender, deviceId: msg.body[0], properties: msg.body[1], t: performance.timeOrigin + performance.now() });
+          if (!cycling) out({ type: 'event', member: msg.member, path: msg.path, sender: msg.sender, deviceId: msg.body[0], properties: msg.body[1], t: Number(process.hrtime.bigint()) / 1e6 });
           bus.send(Message.newMethodReturn(msg, '', []));
           return true;
         });
