@@ -36,6 +36,10 @@ demo run: build
 bench: build
 	@$(NPM_BIN)/tsx bench/run.ts
 
+# An hour of random plug/unplug with containers coming and going (not in CI): MINUTES=N to change.
+soak: build
+	@$(NPM_BIN)/tsx test/soak/soak.ts --minutes $(or $(MINUTES),60)
+
 clean:
 	rm -rf dist coverage build
 

@@ -67,15 +67,17 @@ export function containerApi(deps: ContainerApiDeps): Record<string, MethodImpl>
     Ready: async (call) => {
       const id = await who(call);
       if (id === null) return err(ERROR_NOT_REGISTERED, 'the caller is not in a container known to the daemon');
+      let fresh: boolean;
       try {
-        registry.ready(id.cid, call.sender);
+        fresh = registry.ready(id.cid, call.sender).fresh;
       } catch (e) {
         if (isHmdError(e, 'NOT_REGISTERED')) return err(ERROR_NOT_REGISTERED, 'call Register() before Ready()');
         logger.error({ cid: id.cid, err: describeError(e) }, 'Ready failed');
         return err(ERROR_FAILED, 'internal error');
       }
-      // Answer once the readiness is durable: a daemon killed right after still knows it.
-      await deps.durable();
+      // Answer a new readiness once it is durable: a daemon killed right after still knows it.
+      // A repeated Ready changes nothing, so it costs no write.
+      if (fresh) await deps.durable();
       return ret();
     },
 

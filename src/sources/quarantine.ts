@@ -88,7 +88,8 @@ export class Quarantine {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
-    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    // Not recursive: a vanished spool folder is the spool source's to notice and recreate.
+    await mkdir(this.dir, { mode: 0o700 });
   }
 
   /** `name`, or `name.1`, `name.2`…, such that neither it nor its `.reason` exists yet. */

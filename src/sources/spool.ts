@@ -249,7 +249,8 @@ export class SpoolSource {
       const watch = await watchDir(this.opts.dir, this.opts.watcher ?? 'fswatch', {
         onName: (name) => {
           // No name, or one decoded with U+FFFD (not UTF-8): only a full listing sees the real one.
-          if (name === null || name.includes('\uFFFD')) this.fullScanWanted = true;
+          // The folder's own name: the folder itself was removed or replaced.
+          if (name === null || name.includes('\uFFFD') || name === basename(this.opts.dir)) this.fullScanWanted = true;
           else if (!name.startsWith('.')) this.announced.add(name);
           else return; // temp files: the rename into place announces the real name
           this.kick();

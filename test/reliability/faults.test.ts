@@ -237,11 +237,10 @@ describe.skipIf(blocker !== null)('reliability: faults', () => {
     await plugMany(dirs.spoolDir, 0, 2);
     await c.waitForEvents(2);
 
-    // Deleted, and left alone: the daemon itself puts it back. (Not through its 'spool directory
-    // vanished' path, as it happens: the watch reports the folder's own name, which the spool
-    // source tries to quarantine, and the quarantine's mkdir -p recreates the folder first.)
+    // Deleted, and left alone: the daemon notices, says so, and puts it back.
     rmSync(dirs.spoolDir, { recursive: true, force: true });
     await eventually(() => existsSync(dirs.spoolDir), 10_000, 'the daemon to recreate the spool directory');
+    expect(daemon.current.logsMatching('spool directory vanished').length).toBeGreaterThan(0);
     await plugMany(dirs.spoolDir, 2, 3);
     await c.waitForEvents(5);
 
