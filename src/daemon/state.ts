@@ -1,6 +1,7 @@
 import { mkdirSync, readFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../atomic.js';
+import { toldAsDifference } from '../dispatch/queue.js';
 import { HmdError, ErrorCode, describeError } from '../errors.js';
 import type { Logger } from '../log.js';
 
@@ -9,12 +10,14 @@ import type { Logger } from '../log.js';
  * MIGRATIONS (each step turns version n into n+1); an older daemon refuses a newer file rather
  * than misreading it (it is moved aside and the daemon starts empty, logging why).
  */
-export const STATE_VERSION = 1;
+export const STATE_VERSION = 2;
 
 type Doc = Record<string, unknown>;
 export type Migrations = Record<number, (doc: Doc) => Doc>;
-/** Version 1 is the first format: nothing to migrate yet. A format change adds its step here. */
-const MIGRATIONS: Migrations = {};
+/** One step per format change, from the version it reads. */
+const MIGRATIONS: Migrations = {
+  1: toldAsDifference,
+};
 
 export function migrateState(doc: Doc, migrations: Migrations = MIGRATIONS, target = STATE_VERSION): Doc {
   let cur = doc;
@@ -51,6 +54,9 @@ export class StateStore {
   private failing = false;
   private stopped = false;
   private inFlight: Promise<void> | null = null;
+  /** How long the last write took: the next one waits at least twice that, so saving a large
+   * state during a burst takes at most about a third of the time. */
+  private lastWriteMs = 0;
 
   constructor(private readonly opts: StateStoreOptions) {
     this.path = join(opts.dir, opts.file ?? 'state.json');
@@ -104,7 +110,7 @@ export class StateStore {
     this.timer = setTimeout(() => {
       this.timer = undefined;
       void this.flush();
-    }, this.failing ? 1000 : (this.opts.flushDelayMs ?? 10));
+    }, this.failing ? 1000 : Math.max(this.opts.flushDelayMs ?? 10, 2 * this.lastWriteMs));
   }
 
   /**
@@ -126,9 +132,11 @@ export class StateStore {
   }
 
   private async write(callbacks: Array<() => void>): Promise<void> {
+    const began = performance.now();
     try {
       const doc = { version: STATE_VERSION, savedAt: new Date().toISOString(), ...this.opts.collect() };
       await writeFileAtomic(this.path, Buffer.from(JSON.stringify(doc)));
+      this.lastWriteMs = performance.now() - began;
       if (this.failing) this.opts.logger.info({ file: this.path }, 'state is being saved again');
       this.failing = false;
     } catch (err) {

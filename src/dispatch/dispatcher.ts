@@ -308,18 +308,23 @@ export class Dispatcher {
     };
   }
 
+  private presentIds(): Set<string> {
+    return new Set(this.opts.devices.list().map((d) => d.id));
+  }
+
   serialize(): DispatchState {
-    return serializeQueues(this.queues.values());
+    return serializeQueues(this.queues.values(), this.presentIds());
   }
 
   /** Restores queues saved by a previous run; `keep` decides (after checking the bus) which. */
   async restore(state: DispatchState, keep: (cid: string, owner: string) => Promise<boolean>): Promise<string[]> {
     const restored: string[] = [];
     const t = this.now();
+    const present = this.presentIds();
     for (const saved of state.containers) {
       // The agent that called Ready owns the name unless delivery saw another owner since.
       if (!(await keep(saved.cid, saved.owner ?? saved.readyConnection))) continue;
-      const q = restoreQueue(saved, state.props, t);
+      const q = restoreQueue(saved, state.props, t, present);
       this.add(q);
       restored.push(q.cid);
       this.pump(q);

@@ -76,7 +76,11 @@ const containerSchema = z.object({
   owner: z.string().nullable(),
   nextSeq: z.number().int().positive(),
   resync: z.boolean(),
-  told: z.array(z.string()),
+  // What the container acknowledged, as a difference from the devices present when the state
+  // was written (in steady state both lists are empty): a full list per container would make
+  // every state write grow with containers × devices.
+  toldExtra: z.array(z.string()),
+  toldMissing: z.array(z.string()),
   items: z.array(itemSchema),
 });
 export const dispatchStateSchema = z.object({
@@ -85,7 +89,7 @@ export const dispatchStateSchema = z.object({
 });
 export type DispatchState = z.infer<typeof dispatchStateSchema>;
 
-export function serializeQueues(queues: Iterable<ContainerQueue>): DispatchState {
+export function serializeQueues(queues: Iterable<ContainerQueue>, present: ReadonlySet<string>): DispatchState {
   const props: Array<Record<string, string>> = [];
   const index = new Map<Record<string, string>, number>();
   const ref = (p: Record<string, string>): number => {
@@ -103,7 +107,8 @@ export function serializeQueues(queues: Iterable<ContainerQueue>): DispatchState
     owner: q.owner,
     nextSeq: q.nextSeq,
     resync: q.resync,
-    told: [...q.told],
+    toldExtra: [...q.told].filter((id) => !present.has(id)),
+    toldMissing: [...present].filter((id) => !q.told.has(id)),
     items: [...(q.inFlight ? [q.inFlight] : []), ...q.items].map(
       (it) => [it.kind, it.deviceId, ref(it.properties), it.replay, it.seq ?? null] as z.infer<typeof itemSchema>,
     ),
@@ -111,12 +116,13 @@ export function serializeQueues(queues: Iterable<ContainerQueue>): DispatchState
   return { props, containers };
 }
 
-export function restoreQueue(saved: DispatchState['containers'][number], props: DispatchState['props'], now: number): ContainerQueue {
+export function restoreQueue(saved: DispatchState['containers'][number], props: DispatchState['props'], now: number, present: ReadonlySet<string>): ContainerQueue {
   const q = new ContainerQueue(saved.cid, saved.readyConnection);
   q.owner = saved.owner;
   q.nextSeq = saved.nextSeq;
   q.resync = saved.resync;
-  q.told = new Set(saved.told);
+  const missing = new Set(saved.toldMissing);
+  q.told = new Set([...[...present].filter((id) => !missing.has(id)), ...saved.toldExtra]);
   q.items = saved.items.map(([kind, deviceId, p, replay, seq]) => ({
     kind,
     deviceId,
@@ -126,4 +132,21 @@ export function restoreQueue(saved: DispatchState['containers'][number], props: 
     queuedAt: now,
   }));
   return q;
+}
+
+/**
+ * State format 1 -> 2: format 1 kept each container's acknowledged devices as a full list
+ * (`told`); format 2 keeps the difference from the devices present in the same file.
+ */
+export function toldAsDifference(doc: Record<string, unknown>): Record<string, unknown> {
+  const table = doc['devices'] as { devices?: Array<{ id?: unknown }> } | undefined;
+  const present = (table?.devices ?? []).map((d) => d.id).filter((id): id is string => typeof id === 'string');
+  const presentSet = new Set(present);
+  const dispatch = doc['dispatch'] as { containers?: Array<Record<string, unknown>> } | undefined;
+  if (dispatch?.containers === undefined) return { ...doc, version: 2 };
+  const containers = dispatch.containers.map(({ told, ...rest }) => {
+    const t = new Set(Array.isArray(told) ? told.filter((id): id is string => typeof id === 'string') : []);
+    return { ...rest, toldExtra: [...t].filter((id) => !presentSet.has(id)), toldMissing: present.filter((id) => !t.has(id)) };
+  });
+  return { ...doc, dispatch: { ...dispatch, containers }, version: 2 };
 }

@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { Dispatcher } from '../../src/dispatch/dispatcher.js';
+import { ContainerQueue, restoreQueue, serializeQueues } from '../../src/dispatch/queue.js';
 import { RemoteError, type BusConnection, type BusValue } from '../../src/bus/types.js';
 import type { DeviceRecord } from '../../src/devices/types.js';
 import { Metrics } from '../../src/daemon/metrics.js';
@@ -331,5 +332,15 @@ describe('Dispatcher', () => {
       ['DeviceInserted', '/devices/b'],
     ]);
     expect(seqs()).toEqual(['1', '2']);
+  });
+
+  it('persists what each container acknowledged as a difference from the devices present', () => {
+    const q = new ContainerQueue(A, ':1.10');
+    q.told = new Set(['/devices/a', '/devices/b', '/devices/gone']);
+    const present = new Set(['/devices/a', '/devices/b', '/devices/c']);
+    const saved = serializeQueues([q], present);
+    expect(saved.containers[0]).toMatchObject({ toldExtra: ['/devices/gone'], toldMissing: ['/devices/c'] });
+    const back = restoreQueue(saved.containers[0]!, saved.props, 0, present);
+    expect([...back.told].sort()).toEqual(['/devices/a', '/devices/b', '/devices/gone']);
   });
 });

@@ -81,3 +81,18 @@ describe('StateStore', () => {
     await store.stop();
   });
 });
+
+describe('state format 1 -> 2', () => {
+  it('turns each container\'s full list of acknowledged devices into a difference from the table', () => {
+    const v1 = {
+      version: 1,
+      devices: { devices: [{ id: '/devices/a' }, { id: '/devices/b' }] },
+      dispatch: { props: [], containers: [{ cid: 'c', told: ['/devices/a', '/devices/gone'], items: [] }] },
+    };
+    expect(migrateState(v1)).toEqual({
+      version: 2,
+      devices: v1.devices,
+      dispatch: { props: [], containers: [{ cid: 'c', items: [], toldExtra: ['/devices/gone'], toldMissing: ['/devices/b'] }] },
+    });
+  });
+});
