@@ -1,7 +1,7 @@
-import { afterEach, describe, expect, it } from 'vitest';
-import { e2eBlocker, startPrivateBus, type PrivateBus } from './support/dbus.js';
-import { FakeContainer, killAllContainers, type ContainerEvent } from './support/containers.js';
-import { cleanupDirs, daemonDirs, eventually, getStatus, rootClient, startDaemon, type DaemonDirs } from './support/daemon.js';
+import { describe, expect, it } from 'vitest';
+import { eventually, getStatus, rootClient, startDaemon, usePerTestBus } from './support/daemon.js';
+import { e2eBlocker } from './support/dbus.js';
+import { FakeContainer, type ContainerEvent } from './support/containers.js';
 import { plugMany, usbDevice } from './support/events.js';
 
 const blocker = e2eBlocker();
@@ -25,18 +25,7 @@ function dedupe(events: ContainerEvent[]): ContainerEvent[] {
 }
 
 describe.skipIf(blocker !== null)('faults', () => {
-  const cleanup: Array<() => Promise<void> | void> = [];
-  afterEach(async () => {
-    await killAllContainers();
-    for (const f of cleanup.splice(0).reverse()) await f();
-  });
-
-  const setup = async (config: Record<string, unknown> = {}): Promise<{ bus: PrivateBus; dirs: DaemonDirs }> => {
-    const bus = await startPrivateBus();
-    const dirs = daemonDirs(config);
-    cleanup.push(() => bus.stop(), () => cleanupDirs(dirs));
-    return { bus, dirs };
-  };
+  const { setup, cleanup } = usePerTestBus();
 
   it('140 hung containers cannot starve 2 healthy ones of the bus reply slots', async () => {
     const { bus, dirs } = await setup({ delivery: { timeoutMs: 300 } });

@@ -33,7 +33,7 @@ describe.skipIf(blocker !== null)('keystore over D-Bus', () => {
       return s === 16 ? null : { s };
     }, 15_000, 'the save to finish').then((r) => r.s);
 
-  it('saves, reports 0, and restores byte for byte (nested t.dirs, binary content, modes); no plaintext in the store', async () => {
+  it('saves, reports 0, and restores byte for byte (nested dirs, binary content, modes); no plaintext in the store', async () => {
     const c = await FakeContainer.start({ uid: 65534 });
     await c.connect(t.bus.address);
     const src = sourceOf(c.cid!);

@@ -13,7 +13,7 @@ if (blocker) console.warn(`\n*** SKIPPING operations e2e tests: ${blocker} ***\n
 describe.skipIf(blocker !== null)('operating the daemon', () => {
   const t = useDaemonSuite();
 
-  it('hmd agent (the client library) survives a t.daemon restart and keeps receiving events, in sequence', async () => {
+  it('hmd agent (the client library) survives a daemon restart and keeps receiving events, in sequence', async () => {
     const agent = await FakeContainer.agent(t.bus.address);
     await eventually(async () => (await getStatus(t.root)).containers.some((c) => c['id'] === agent.cid && c['state'] === 'ready'), 10_000, 'the agent to be ready');
     await runHelper(t.dirs.spoolDir, 'add', usbDevice(1));

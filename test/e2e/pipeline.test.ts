@@ -63,7 +63,7 @@ describe.skipIf(blocker !== null)('device pipeline: helper -> spool -> daemon', 
     await eventually(() => readdirSync(t.dirs.spoolDir).filter((n) => /^\d{20}-/.test(n)).length === 0, 10_000, 'processed spool files to be deleted');
   }, 120_000);
 
-  it('100 garbage files leave the t.daemon serving, each quarantined with a reason, valid events still delivered', async () => {
+  it('100 garbage files leave the daemon serving, each quarantined with a reason, valid events still delivered', async () => {
     const c = await FakeContainer.start();
     await c.becomeReady(t.bus.address);
     const spool = t.dirs.spoolDir;

@@ -1,10 +1,10 @@
 import { spawnSync } from 'node:child_process';
 import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
-import { FakeContainer, killAllContainers } from '../e2e/support/containers.js';
-import { cleanupDirs, daemonDirs, eventually, getStatus, rootClient, startDaemon, type DaemonDirs, type DaemonProcess } from '../e2e/support/daemon.js';
-import { e2eBlocker, startPrivateBus, type PrivateBus } from '../e2e/support/dbus.js';
+import { describe, expect, it } from 'vitest';
+import { FakeContainer } from '../e2e/support/containers.js';
+import { type DaemonDirs, type DaemonProcess, eventually, getStatus, rootClient, startDaemon, usePerTestBus } from '../e2e/support/daemon.js';
+import { e2eBlocker, type PrivateBus } from '../e2e/support/dbus.js';
 import { nextSeqnum, plugMany, runHelper, usbDevice } from '../e2e/support/events.js';
 import { exactlyOnce, pairs, sleep, uniqueInOrder, writeSpoolEvent } from './support/delivery.js';
 import { suiteRng } from './support/rng.js';
@@ -18,18 +18,7 @@ const KILLS = 5;
 const expectedPairs = (events: Array<{ action: string; n: number }>): string[] => events.map((e) => `${e.action === 'add' ? '+' : '-'}${usbDevice(e.n).DEVPATH}`);
 
 describe.skipIf(blocker !== null)('reliability: faults', () => {
-  const cleanup: Array<() => Promise<void> | void> = [];
-  afterEach(async () => {
-    await killAllContainers();
-    for (const f of cleanup.splice(0).reverse()) await f();
-  });
-
-  const setup = async (config: Record<string, unknown> = {}): Promise<{ bus: PrivateBus; dirs: DaemonDirs }> => {
-    const bus = await startPrivateBus();
-    const dirs = daemonDirs(config);
-    cleanup.push(() => bus.stop(), () => cleanupDirs(dirs));
-    return { bus, dirs };
-  };
+  const { setup, cleanup } = usePerTestBus();
   /** Starts a daemon that is stopped after the test (whichever one is current then). */
   const daemonFor = async (bus: PrivateBus, dirs: DaemonDirs): Promise<{ current: DaemonProcess }> => {
     const ref = { current: await startDaemon(bus, dirs) };

@@ -184,3 +184,25 @@ export function useDaemonSuite(opts: { config?: Record<string, unknown>; env?: R
   });
   return s;
 }
+
+/**
+ * For tests that each need a bus of their own (they kill and restart things): `setup` makes a
+ * bus and daemon folders; everything pushed on `cleanup` runs after the test, newest first.
+ */
+export function usePerTestBus(): {
+  setup: (config?: Record<string, unknown>) => Promise<{ bus: PrivateBus; dirs: DaemonDirs }>;
+  cleanup: Array<() => Promise<void> | void>;
+} {
+  const cleanup: Array<() => Promise<void> | void> = [];
+  afterEach(async () => {
+    await killAllContainers();
+    for (const f of cleanup.splice(0).reverse()) await f();
+  });
+  const setup = async (config: Record<string, unknown> = {}): Promise<{ bus: PrivateBus; dirs: DaemonDirs }> => {
+    const bus = await startPrivateBus();
+    const dirs = daemonDirs(config);
+    cleanup.push(() => bus.stop(), () => cleanupDirs(dirs));
+    return { bus, dirs };
+  };
+  return { setup, cleanup };
+}
