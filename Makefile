@@ -31,7 +31,7 @@ test-e2e: build
 # Runs the daemon for real: on the system bus when one answers, otherwise on a private bus with
 # a demo container and fixture devices flowing.
 demo run: build
-	@./scripts/demo.sh
+	@node dist/main.js demo $(if $(DEMO_SECONDS),--seconds $(DEMO_SECONDS))
 
 bench: build
 	@$(NPM_BIN)/tsx bench/run.ts
