@@ -30,10 +30,6 @@ export class MonitorHub {
     this.subscribers.delete(name);
   }
 
-  get active(): boolean {
-    return this.subscribers.size > 0;
-  }
-
   emit(event: Record<string, unknown>): void {
     if (this.subscribers.size === 0 || this.bus === null) return;
     const text = JSON.stringify({ time: new Date().toISOString(), ...event });

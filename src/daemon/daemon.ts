@@ -9,7 +9,6 @@ import { CallerIdentifier } from '../containers/identity.js';
 import { Registry } from '../containers/registry.js';
 import { DeviceTable } from '../devices/table.js';
 import { readBootId } from '../devices/boot.js';
-import type { DeviceEvent } from '../devices/types.js';
 import { Dispatcher } from '../dispatch/dispatcher.js';
 import { DeliveryPool } from '../dispatch/pool.js';
 import { dispatchStateSchema } from '../dispatch/queue.js';
@@ -210,11 +209,6 @@ export class Daemon {
     if (JSON.stringify(next.keystore) !== JSON.stringify(cur.keystore)) needRestart.push('keystore');
     if (needRestart.length > 0) this.opts.logger.warn({ keys: needRestart }, 'these settings take effect at the next restart');
     this.opts.logger.info({ logLevel: next.logLevel, delivery: next.delivery, subsystems: next.devices.subsystems }, 'configuration reloaded');
-  }
-
-  /** Routes an event into the pipeline (used by tests and the udevadm source alike). */
-  inject(events: DeviceEvent[]): void {
-    this.pipeline?.handle(events);
   }
 
   private collectState(): Record<string, unknown> {
