@@ -7,6 +7,6 @@ export default defineConfig({
     hookTimeout: 60_000,
     // e2e tests share cgroup trees and a CPU budget of 2 cores: keep files from stampeding.
     maxWorkers: 2,
-    reporters: ['default'],
+    reporters: ['default', './test/summary-reporter.ts'],
   },
 });
