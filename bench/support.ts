@@ -4,17 +4,16 @@
  * a process, and cleanup that runs even when a benchmark throws or the run is interrupted.
  */
 import { Message, sessionBus, type MessageBus } from '@jellybrick/dbus-next';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { appendFileSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import type { BusConnection } from '../src/bus/types.js';
 import { EVENTS_INTERFACE, agentObjectPath } from '../src/constants.js';
 import { spoolName } from '../src/sources/spool-file.js';
 import { REPO, startPrivateBus, type PrivateBus } from '../test/e2e/support/dbus.js';
 import { FakeContainer, killAllContainers } from '../test/e2e/support/containers.js';
 import { usbDevice } from '../test/e2e/support/events.js';
-import { DaemonProcess, cleanupDirs, daemonDirs, eventually, getStatus, rootClient, type DaemonDirs } from '../test/e2e/support/daemon.js';
+import { cleanupDirs, daemonDirs, eventually, getStatus, rootClient, startDaemon, type DaemonDirs, type DaemonProcess } from '../test/e2e/support/daemon.js';
 
 /** One line of the results table. Latency rows carry percentiles; rate/ratio/size rows a value. */
 export interface Row {
@@ -117,45 +116,21 @@ export const daemonWarnings: string[] = [];
 
 /**
  * `hmd daemon` from dist/, as the e2e harness starts it but at log level info (debug logging
- * would be measured too) and with node flags of our own (NODE_OPTIONS may not carry
- * --cpu-prof). Resolves once it serves.
+ * would be measured too) and with node flags of our own. Warnings and errors are kept for the
+ * report; HMD_BENCH_DAEMON_LOG=FILE keeps everything the daemon prints (e.g. --trace-gc).
  */
-async function spawnDaemon(bus: PrivateBus, dirs: DaemonDirs, nodeArgs: string[]): Promise<DaemonProcess> {
-  const proc = spawn(process.execPath, [...nodeArgs, join(REPO, 'dist/main.js'), 'daemon', '--bus', bus.address, '--config', dirs.configFile, '--log-level', 'info'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const d = new DaemonProcess(proc, dirs, bus);
-  // Diagnosis: HMD_BENCH_DAEMON_LOG=FILE keeps everything the daemons print (e.g. --trace-gc).
+function spawnDaemon(bus: PrivateBus, dirs: DaemonDirs, nodeArgs: string[]): Promise<DaemonProcess> {
   const keep = process.env['HMD_BENCH_DAEMON_LOG'];
-  if (keep !== undefined && keep !== '') {
-    proc.stdout?.on('data', (b: Buffer) => appendFileSync(keep, b));
-    proc.stderr?.on('data', (b: Buffer) => appendFileSync(keep, b));
-  }
-  let stderr = '';
-  proc.stderr?.on('data', (b: Buffer) => (stderr += b.toString()));
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`daemon did not start serving: ${stderr}`)), 20_000);
-    createInterface({ input: proc.stdout! }).on('line', (line) => {
-      try {
-        const l = JSON.parse(line) as Record<string, unknown>;
-        if (l['level'] === 'warn' || l['level'] === 'error' || l['level'] === 'fatal') {
-          d.logs.push(l);
-          daemonWarnings.push(`${String(l['level'])}: ${String(l['msg'])}`);
-        }
-        if (l['msg'] === 'serving') {
-          clearTimeout(timer);
-          resolve();
-        }
-      } catch {
-        // not a log line
-      }
-    });
-    proc.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`daemon exited ${code} before serving: ${stderr}`));
-    });
+  return startDaemon(bus, dirs, {
+    nodeArgs,
+    logLevel: 'info',
+    ...(keep !== undefined && keep !== '' ? { onOutput: (b: Buffer) => appendFileSync(keep, b) } : {}),
+    keepLog: (l) => {
+      const warn = l['level'] === 'warn' || l['level'] === 'error' || l['level'] === 'fatal';
+      if (warn) daemonWarnings.push(`${String(l['level'])}: ${String(l['msg'])}`);
+      return warn;
+    },
   });
-  return d;
 }
 
 /**

@@ -2,7 +2,7 @@
 // and answers on stdout, one JSON object a line. It talks raw dbus-next on purpose, so the
 // daemon is tested against an implementation other than its own client library.
 import * as dbus from '@jellybrick/dbus-next';
-import { createInterface } from 'node:readline';
+import { out, serveCommands } from './command-loop.mjs';
 
 const { Message, MessageType, sessionBus } = dbus;
 let bus = null;
@@ -15,7 +15,6 @@ let received = 0;
 let lastT = 0;
 let lastSeq = null;
 let countWaiters = [];
-const out = (obj) => process.stdout.write(`${JSON.stringify(obj)}\n`);
 
 function callDaemon(member, signature = '', body = [], iface = 'io.veea.VeeaHub.HardwareMonitoringDaemon.Container', path = '/io/veea/VeeaHub/HardwareMonitoringDaemon', dest = 'io.veea.VeeaHub.HardwareMonitoringDaemon') {
   return bus.call(new Message({ destination: dest, path, interface: iface, member, signature, body }));
@@ -93,17 +92,4 @@ async function handle(cmd) {
   }
 }
 
-createInterface({ input: process.stdin }).on('line', (line) => {
-  let cmd;
-  try {
-    cmd = JSON.parse(line);
-  } catch {
-    return;
-  }
-  handle(cmd).then(
-    (res) => out({ type: 'reply', id: cmd.id, ...res }),
-    (e) => out({ type: 'reply', id: cmd.id, error: String(e?.message ?? e) }),
-  );
-});
-process.stdin.on('end', () => process.exit(0));
-out({ type: 'started', pid: process.pid });
+serveCommands(handle);

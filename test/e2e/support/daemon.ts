@@ -87,9 +87,24 @@ export class DaemonProcess {
   }
 }
 
+export interface StartDaemonOptions {
+  env?: Record<string, string>;
+  /** More `hmd daemon` arguments (they win over the defaults). */
+  args?: string[];
+  /** Flags for node itself (e.g. --cpu-prof, which NODE_OPTIONS may not carry). */
+  nodeArgs?: string[];
+  /** Default debug: tests read the logs. Benchmarks use info (debug logging would be measured). */
+  logLevel?: string;
+  /** Which log lines to keep in `DaemonProcess.logs` (default: all). */
+  keepLog?: (line: Record<string, unknown>) => boolean;
+  /** Everything the daemon prints, raw (diagnosis). */
+  onOutput?: (chunk: Buffer) => void;
+}
+
 /** Starts `hmd daemon` from dist/ on the private bus; resolves once it owns its name. */
-export async function startDaemon(bus: PrivateBus, dirs: DaemonDirs, opts: { env?: Record<string, string>; args?: string[] } = {}): Promise<DaemonProcess> {
-  const proc = spawn(process.execPath, [join(REPO, 'dist/main.js'), 'daemon', '--bus', bus.address, '--config', dirs.configFile, '--log-level', 'debug', ...(opts.args ?? [])], {
+export async function startDaemon(bus: PrivateBus, dirs: DaemonDirs, opts: StartDaemonOptions = {}): Promise<DaemonProcess> {
+  const args = [join(REPO, 'dist/main.js'), 'daemon', '--bus', bus.address, '--config', dirs.configFile, '--log-level', opts.logLevel ?? 'debug', ...(opts.args ?? [])];
+  const proc = spawn(process.execPath, [...(opts.nodeArgs ?? []), ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...opts.env },
   });
@@ -97,14 +112,16 @@ export async function startDaemon(bus: PrivateBus, dirs: DaemonDirs, opts: { env
   let stderr = '';
   proc.stderr?.on('data', (b: Buffer) => {
     stderr += b.toString();
+    opts.onOutput?.(b);
     if (process.env['HMD_TEST_VERBOSE']) process.stderr.write(b);
   });
+  if (opts.onOutput) proc.stdout?.on('data', opts.onOutput);
   await new Promise<void>((res, rej) => {
     const timer = setTimeout(() => rej(new Error(`daemon did not start serving: ${stderr}`)), 20_000);
     createInterface({ input: proc.stdout! }).on('line', (line) => {
       try {
         const l = JSON.parse(line) as Record<string, unknown>;
-        d.logs.push(l);
+        if (opts.keepLog?.(l) ?? true) d.logs.push(l);
         if (process.env['HMD_TEST_VERBOSE']) process.stderr.write(`${line}\n`);
         if (l['msg'] === 'serving') {
           clearTimeout(timer);

@@ -5,7 +5,7 @@
 //    errors the library raises before sending are told apart as {local} (a generator bug);
 //  - `flood`: Register and Ready at full speed, `inFlight` at a time, for `ms` milliseconds.
 import * as dbus from '@jellybrick/dbus-next';
-import { createInterface } from 'node:readline';
+import { out, serveCommands } from '../../e2e/support/command-loop.mjs';
 
 const { Message, MessageType, Variant, sessionBus } = dbus;
 const DAEMON = 'io.veea.VeeaHub.HardwareMonitoringDaemon';
@@ -14,7 +14,6 @@ const CONTAINER = `${DAEMON}.Container`;
 let bus = null;
 let serving = false;
 const cycling = process.argv[2] === '--cycle';
-const out = (obj) => process.stdout.write(`${JSON.stringify(obj)}\n`);
 
 function revive(v) {
   if (Array.isArray(v)) return v.map(revive);
@@ -111,22 +110,6 @@ if (process.argv[2] === '--cycle') {
   }
   setTimeout(() => process.exit(0), ms);
 } else {
-  serve();
+  serveCommands(handle);
 }
 
-function serve() {
-  createInterface({ input: process.stdin }).on('line', (line) => {
-    let cmd;
-    try {
-      cmd = JSON.parse(line);
-    } catch {
-      return;
-    }
-    handle(cmd).then(
-      (res) => out({ type: 'reply', id: cmd.id, ...res }),
-      (e) => out({ type: 'reply', id: cmd.id, error: String(e?.message ?? e) }),
-    );
-  });
-  process.stdin.on('end', () => process.exit(0));
-  out({ type: 'started', pid: process.pid });
-}
