@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { DEFAULT_SPOOL_DIR, DEFAULT_STATE_DIR } from '../constants.js';
+import { CONTAINER_ID_RE, DEFAULT_SPOOL_DIR, DEFAULT_STATE_DIR } from '../constants.js';
 
 /**
  * The configuration file (DESIGN A3). Every key is optional; the names of DESIGN A3 are fixed,
@@ -46,7 +46,7 @@ export const configSchema = z
         /** Container runtimes recognised in /proc/PID/cgroup; Docker always. */
         runtimes: z.array(z.enum(['docker', 'podman', 'containerd'])).default(['docker']),
         /** UID -> container ID, for user-namespaced hubs where the cgroup does not tell. */
-        uidMap: z.record(z.string().regex(/^[0-9]+$/, 'a decimal uid'), z.string().regex(/^[0-9a-f]{64}$/, 'a 64-hex container ID')).default({}),
+        uidMap: z.record(z.string().regex(/^[0-9]+$/, 'a decimal uid'), z.string().regex(CONTAINER_ID_RE, 'a 64-hex container ID')).default({}),
       })
       .prefault({}),
   })

@@ -2,7 +2,8 @@ import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { RemoteError, type BusConnection } from '../bus/types.js';
-import { describeError } from '../errors.js';
+import { describeError, errnoCode } from '../errors.js';
+import { CONTAINER_ID_RE } from '../constants.js';
 import type { Logger } from '../log.js';
 
 export type Runtime = 'docker' | 'podman' | 'containerd';
@@ -81,7 +82,7 @@ const NAME_HAS_NO_OWNER = 'org.freedesktop.DBus.Error.NameHasNoOwner';
 const optionsSchema = z.object({
   procRoot: z.string().min(1).default('/proc'),
   runtimes: z.array(z.enum(['docker', 'podman', 'containerd'])).min(1),
-  uidMap: z.record(z.string().regex(/^(0|[1-9][0-9]*)$/, 'a decimal uid'), z.string().regex(/^[0-9a-f]{64}$/, 'a 64-hex container ID')),
+  uidMap: z.record(z.string().regex(/^(0|[1-9][0-9]*)$/, 'a decimal uid'), z.string().regex(CONTAINER_ID_RE, 'a 64-hex container ID')),
   cacheLimit: z.number().int().positive().default(DEFAULT_CACHE_LIMIT),
 });
 
@@ -124,11 +125,6 @@ async function readBounded(path: string, limit: number): Promise<string> {
   } finally {
     await fh.close();
   }
-}
-
-function errnoOf(err: unknown): string | undefined {
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === 'string' ? code : undefined;
 }
 
 /**
@@ -228,7 +224,7 @@ export class CallerIdentifier {
     try {
       text = await readBounded(path, CGROUP_READ_LIMIT);
     } catch (err) {
-      const code = errnoOf(err);
+      const code = errnoCode(err);
       // ENOENT/ESRCH: the process that opened the connection is dead. Cache that: reading the
       // same PID later could only find an unrelated process that reused it. EACCES, EPERM and
       // the rest say nothing about the caller and may pass (permissions fixed, fd pressure).

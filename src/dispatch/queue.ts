@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { agentBusName, agentObjectPath } from '../constants.js';
+import { CONTAINER_ID_RE, agentBusName, agentObjectPath } from '../constants.js';
 
 /** One notification waiting for (or in) delivery to one container. */
 export interface QueueItem {
@@ -71,7 +71,7 @@ export class ContainerQueue {
 // event (or present device) sits in many containers' queues.
 const itemSchema = z.tuple([z.enum(['insert', 'remove']), z.string(), z.number().int().nonnegative(), z.boolean(), z.number().int().positive().nullable()]);
 const containerSchema = z.object({
-  cid: z.string().regex(/^[0-9a-f]{64}$/),
+  cid: z.string().regex(CONTAINER_ID_RE),
   readyConnection: z.string(),
   owner: z.string().nullable(),
   nextSeq: z.number().int().positive(),

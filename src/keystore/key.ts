@@ -6,9 +6,8 @@ import { randomBytes } from 'node:crypto';
 import { constants as C } from 'node:fs';
 import { link, mkdir, open, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { ErrorCode, HmdError, describeError } from '../errors.js';
+import { ErrorCode, HmdError, describeError, errnoCode } from '../errors.js';
 import { fsyncDir, writeTemp } from '../atomic.js';
-import { errnoCode } from './safe-fs.js';
 
 export const KEY_BYTES = 32;
 

@@ -5,8 +5,8 @@
  * meets is left for the snapshot, which refuses it and fails the save.
  */
 import type { FileHandle } from 'node:fs/promises';
-import { ErrorCode, HmdError, describeError } from '../errors.js';
-import { childPath, errnoCode, listDir, lstatBig, openDir } from './safe-fs.js';
+import { ErrorCode, HmdError, describeError, errnoCode } from '../errors.js';
+import { childPath, listDir, lstatBig, openDir } from './safe-fs.js';
 
 /** Bounds on the untrusted tree; the snapshot enforces them, the measure just stops at them. */
 export const WALK_LIMITS = { maxEntries: 4096, maxDepth: 16 } as const;

@@ -76,10 +76,6 @@ export function permBits(mode: bigint | number): number {
   return Number(BigInt(mode) & 0o777n);
 }
 
-export function errnoCode(err: unknown): string | undefined {
-  return typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string' ? err.code : undefined;
-}
-
 /** A relative path (raw bytes) for humans: UTF-8 with control characters escaped, quoted. */
 export function displayPath(rel: Buffer | string): string {
   return JSON.stringify(typeof rel === 'string' ? rel : rel.toString('utf8'));

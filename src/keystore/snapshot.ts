@@ -17,7 +17,7 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import type { BigIntStats } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ErrorCode, HmdError } from '../errors.js';
+import { ErrorCode, HmdError, errnoCode } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Snapshot, SnapshotEntry } from './format.js';
 import { WALK_LIMITS, openSourceRoot } from './measure.js';
@@ -28,7 +28,6 @@ import {
   childPath,
   classify,
   displayPath,
-  errnoCode,
   fdPath,
   listDir,
   lstatBig,

@@ -5,9 +5,8 @@
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { CONTAINER_ID_RE, Status } from '../constants.js';
-import { describeError } from '../errors.js';
+import { describeError, errnoCode } from '../errors.js';
 import { writeFileAtomic } from '../atomic.js';
-import { errnoCode } from './safe-fs.js';
 
 const recordSchema = z.strictObject({
   /** 0 last save completed, EBUSY in progress (only while the daemon runs), EIO last save failed. */

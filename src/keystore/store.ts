@@ -30,8 +30,8 @@
 import { link, lstat, mkdir, readdir, readFile, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TEMP_RE, fsyncDir, tempNameFor, writeTemp } from '../atomic.js';
+import { errnoCode } from '../errors.js';
 import { storeFiles } from './paths.js';
-import { errnoCode } from './safe-fs.js';
 
 export interface CopyInfo {
   file: string;

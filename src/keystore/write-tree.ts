@@ -9,9 +9,9 @@ import { randomBytes } from 'node:crypto';
 import { constants as C } from 'node:fs';
 import { chmod, lstat, mkdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { writeNewFileSynced } from '../atomic.js';
-import { ErrorCode, HmdError, describeError } from '../errors.js';
+import { ErrorCode, HmdError, describeError, errnoCode } from '../errors.js';
 import { pathComponents, type Snapshot } from './format.js';
-import { childPath, displayPath, errnoCode, openDir } from './safe-fs.js';
+import { childPath, displayPath, openDir } from './safe-fs.js';
 
 export interface WriteResult {
   files: number;
