@@ -11,6 +11,7 @@ import { DEFAULT_SPOOL_DIR, HELPER_INSTALL_PATH } from '../constants.js';
 import { addEvents, listFixtures, loadFixture, removeEvents, type Fixture, type FixtureEvent } from '../devices/fixtures.js';
 import { ErrorCode, HmdError } from '../errors.js';
 import { packageFile } from '../paths.js';
+import { spoolName } from '../sources/spool-file.js';
 
 export interface ReplayOptions {
   /** A fixture name, a path to a fixture file, or a loaded fixture. */
@@ -65,9 +66,6 @@ export function defaultSeqnumStart(spoolDir: string, nowUs: bigint = BigInt(Math
   }
   return max >= nowUs ? max + 1n : nowUs;
 }
-
-/** The final spool name the helper gives an event (DESIGN A3). */
-export const spoolName = (seqnum: bigint, action: string): string => `${seqnum.toString().padStart(20, '0')}-${action}`;
 
 /** Runs the helper for one event with udev's environment: the properties, ACTION and SEQNUM. */
 function runHelper(helper: string, env: Record<string, string>): Promise<void> {
