@@ -66,13 +66,18 @@ export class DeviceTable {
     return this.opts.bootId;
   }
 
+  /**
+   * The present devices. A device's property map is replaced on every update, never changed in
+   * place, so the stored maps are handed out as they are (no copy per device per call: replays,
+   * resyncs and every state write list the table); callers must not change them.
+   */
   list(): DeviceRecord[] {
-    return [...this.devices].map(([id, e]) => ({ id, properties: { ...e.properties } }));
+    return [...this.devices].map(([id, e]) => ({ id, properties: e.properties }));
   }
 
   get(id: string): DeviceRecord | undefined {
     const e = this.devices.get(id);
-    return e === undefined ? undefined : { id, properties: { ...e.properties } };
+    return e === undefined ? undefined : { id, properties: e.properties };
   }
 
   /** Applies one live event; returns what to fan out, or null when nothing changes for containers. */
@@ -171,7 +176,7 @@ export class DeviceTable {
       bootId: this.opts.bootId,
       devices: [...this.devices].map(([id, e]) => ({
         id,
-        properties: { ...e.properties },
+        properties: e.properties,
         seqnum: e.seqnum === null ? null : e.seqnum.toString(),
       })),
       tombstones: [...this.tombstones].map(([id, seqnum]) => ({ id, seqnum: seqnum.toString() })),
