@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { eventually, getStatus, startDaemon, useDaemonSuite } from './support/daemon.js';
 import { e2eBlocker, REPO, startPrivateBus } from './support/dbus.js';
+import { forOtherUids } from './support/repo-view.js';
 import { FakeContainer } from './support/containers.js';
 import { runHelper, usbDevice } from './support/events.js';
 
@@ -58,7 +59,7 @@ describe.skipIf(blocker !== null)('operating the daemon', () => {
   });
 
   it('hmd status says clearly when the caller is not root, and when the daemon is not running', async () => {
-    const asNobody = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, join(REPO, 'dist/main.js'), 'status', '--bus', t.bus.address], { encoding: 'utf8', timeout: 30_000 });
+    const asNobody = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, forOtherUids(join(REPO, 'dist/main.js')), 'status', '--bus', t.bus.address], { encoding: 'utf8', timeout: 30_000 });
     expect(asNobody.status).toBe(1);
     expect(asNobody.stderr).toMatch(/^hmd: permission denied: GetStatus is for root only/m);
     const other = await startPrivateBus();

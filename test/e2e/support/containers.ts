@@ -4,6 +4,7 @@ import { existsSync, mkdirSync, readFileSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { REPO } from './dbus.js';
+import { forOtherUids } from './repo-view.js';
 
 export type CgroupFlavour = 'v1' | 'v2' | 'v2-cgroupfs';
 
@@ -56,11 +57,13 @@ export class FakeContainer {
     const cid = opts.cid === undefined ? newContainerId() : opts.cid;
     const dir = cid === null ? null : cgroupDir(opts.flavour ?? 'v1', cid);
     if (dir !== null && !existsSync(dir)) mkdirSync(dir, { recursive: true });
-    const inner = opts.command ?? [process.execPath, join(REPO, 'test/e2e/support/container-proc.mjs')];
+    const command = opts.command ?? [process.execPath, join(REPO, 'test/e2e/support/container-proc.mjs')];
+    // Another uid may not reach the checkout where it is: give it paths it can reach.
+    const inner = opts.uid === undefined ? command : command.map(forOtherUids);
     const drop = opts.uid === undefined ? [] : ['setpriv', `--reuid=${opts.uid}`, `--regid=${opts.uid}`, '--clear-groups'];
     // The shell joins the cgroup first, then execs: the process never runs outside it.
     const script = dir === null ? 'exec "$@"' : `echo $$ > '${dir}/cgroup.procs' && exec "$@"`;
-    const proc = spawn('sh', ['-c', script, 'sh', ...drop, ...inner], { stdio: ['pipe', 'pipe', 'pipe'], cwd: REPO });
+    const proc = spawn('sh', ['-c', script, 'sh', ...drop, ...inner], { stdio: ['pipe', 'pipe', 'pipe'], cwd: opts.uid === undefined ? REPO : forOtherUids(REPO) });
     const c = new FakeContainer(cid, dir, proc);
     c.pid = proc.pid ?? 0;
     live.add(c);
