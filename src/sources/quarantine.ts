@@ -8,7 +8,7 @@
  * file that does not exist.
  */
 import { createHash } from 'node:crypto';
-import { lstat, mkdir, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readdir, rename, rm, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describeError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -62,13 +62,20 @@ export class Quarantine {
     try {
       await this.ensureDir();
       const target = await this.freeName(name);
-      await rename(source, under(this.dir, target));
-      log.warn({ file, quarantined: target.toString('utf8'), reason }, 'spool file quarantined');
+      // The reason first: whoever finds a quarantined file finds why it is there.
+      const reasonFile = under(this.dir, Buffer.concat([target, REASON]));
       try {
-        await writeFile(under(this.dir, Buffer.concat([target, REASON])), `${reason}\n`, { mode: 0o600, flag: 'wx' });
+        await writeFile(reasonFile, `${reason}\n`, { mode: 0o600, flag: 'wx' });
       } catch (err) {
         log.warn({ file, err: describeError(err) }, 'cannot write quarantine reason');
       }
+      try {
+        await rename(source, under(this.dir, target));
+      } catch (err) {
+        await unlink(reasonFile).catch(() => undefined);
+        throw err;
+      }
+      log.warn({ file, quarantined: target.toString('utf8'), reason }, 'spool file quarantined');
       this.count = this.count === null ? null : this.count + 1;
       await this.prune();
       return 'moved';
