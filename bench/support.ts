@@ -9,6 +9,7 @@ import { appendFileSync, readFileSync, readdirSync, renameSync, writeFileSync } 
 import { join } from 'node:path';
 import type { BusConnection } from '../src/bus/types.js';
 import { EVENTS_INTERFACE, agentObjectPath } from '../src/constants.js';
+import { packageFile } from '../src/paths.js';
 import { spoolName } from '../src/sources/spool-file.js';
 import { REPO, startPrivateBus, type PrivateBus } from '../test/e2e/support/dbus.js';
 import { FakeContainer, killAllContainers } from '../test/e2e/support/containers.js';
@@ -123,6 +124,7 @@ function spawnDaemon(bus: PrivateBus, dirs: DaemonDirs, nodeArgs: string[]): Pro
   const keep = process.env['HMD_BENCH_DAEMON_LOG'];
   return startDaemon(bus, dirs, {
     nodeArgs,
+    env: unitEnvironment(),
     logLevel: 'info',
     ...(keep !== undefined && keep !== '' ? { onOutput: (b: Buffer) => appendFileSync(keep, b) } : {}),
     keepLog: (l) => {
@@ -131,6 +133,21 @@ function spawnDaemon(bus: PrivateBus, dirs: DaemonDirs, nodeArgs: string[]): Pro
       return warn;
     },
   });
+}
+
+/**
+ * The `Environment=` of systemd/veea-hmd.service (node and malloc settings), so that the daemon
+ * is measured as it runs on a hub. `NODE_OPTIONS` of the benchmark's own shell is not passed on.
+ */
+export function unitEnvironment(): Record<string, string> {
+  const unit = readFileSync(packageFile('systemd/veea-hmd.service'), 'utf8');
+  const env: Record<string, string> = { NODE_OPTIONS: '' };
+  for (const line of unit.split('\n')) {
+    const m = /^Environment=(.*)$/.exec(line.trim());
+    if (!m) continue;
+    for (const a of (m[1] as string).matchAll(/"([^"=]+)=([^"]*)"|([^\s"=]+)=(\S*)/g)) env[(a[1] ?? a[3]) as string] = (a[2] ?? a[4]) as string;
+  }
+  return env;
 }
 
 /**

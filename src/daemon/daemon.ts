@@ -99,6 +99,7 @@ export class Daemon {
       queueLimit: config.delivery.queueLimit,
       metrics: this.metrics,
       onDirty: () => this.state.markDirty(),
+      onProgress: () => this.state.markProgress(),
       onMonitor: (e) => this.monitor.emit(e),
     });
     this.registry.on('ready', (entry, info) => {

@@ -2,7 +2,7 @@ import { describeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Config } from '../config/schema.js';
 import type { DeviceTable } from '../devices/table.js';
-import type { DeviceEvent, DeviceNotification } from '../devices/types.js';
+import type { DeviceEvent, DeviceNotification, DeviceRecord } from '../devices/types.js';
 import { Enricher } from '../devices/enrich.js';
 import { enumeratePresent } from '../sources/coldplug.js';
 import { SpoolSource } from '../sources/spool.js';
@@ -18,6 +18,8 @@ export interface PipelineOptions {
   state: StateStore;
   publish: (n: DeviceNotification) => void;
   monitor: (e: Record<string, unknown>) => void;
+  /** The devices present now, for the start-up reconcile; default: the udev database. */
+  enumerate?: () => Promise<DeviceRecord[] | null>;
 }
 
 /**
@@ -28,6 +30,8 @@ export class DevicePipeline {
   private readonly enricher: Enricher | null;
   private spool: SpoolSource | null = null;
   private udevadm: UdevadmMonitorSource | null = null;
+  /** Batches that arrived during the start-up reconcile, handled right after it. */
+  private held: DeviceEvent[][] | null = null;
 
   constructor(private readonly opts: PipelineOptions) {
     this.enricher = opts.config.devices.enrich ? new Enricher({ logger: opts.logger.child({ component: 'enrich' }) }) : null;
@@ -36,11 +40,10 @@ export class DevicePipeline {
   async start(): Promise<void> {
     const { config, logger } = this.opts;
     await this.enricher?.start();
-    if (config.devices.coldplug) await this.coldplug();
-    if (config.devices.source === 'udevadm') {
-      this.udevadm = new UdevadmMonitorSource({ logger: logger.child({ component: 'udevadm' }), onEvents: (events) => this.handle(events) });
-      await this.udevadm.start();
-    }
+    // The spool's backlog first: events accepted before a restart (or a crash) are replayed
+    // in the order they were first handled, so a container's queue hands them the same
+    // HMD_SEQUENCE numbers as before; and history is applied before the reconcile with the
+    // present, never on top of it (a stale "add" would bring back a device that is gone).
     // The spool is read in both modes: events queued while the daemon was down are never lost.
     this.spool = new SpoolSource({
       dir: config.spoolDir,
@@ -49,11 +52,27 @@ export class DevicePipeline {
       onQuarantine: () => this.opts.metrics.inc('quarantined'),
     });
     await this.spool.start();
+    if (config.devices.coldplug) {
+      // Events that arrive while the present is enumerated wait until it is applied: an older
+      // snapshot must not undo them.
+      this.held = [];
+      try {
+        await this.coldplug();
+      } finally {
+        const held = this.held;
+        this.held = null;
+        for (const batch of held) this.handle(batch);
+      }
+    }
+    if (config.devices.source === 'udevadm') {
+      this.udevadm = new UdevadmMonitorSource({ logger: logger.child({ component: 'udevadm' }), onEvents: (events) => this.handle(events) });
+      await this.udevadm.start();
+    }
   }
 
   /** Reconciles the table with the devices really present (udev database). */
   private async coldplug(): Promise<void> {
-    const present = await enumeratePresent({ subsystems: this.opts.config.devices.subsystems, logger: this.opts.logger.child({ component: 'coldplug' }) });
+    const present = await (this.opts.enumerate ?? (() => enumeratePresent({ subsystems: this.opts.config.devices.subsystems, logger: this.opts.logger.child({ component: 'coldplug' }) })))();
     if (present === null) return;
     const enriched = present.map((d) => ({ id: d.id, properties: this.enrich(d.properties) }));
     const changes = this.opts.table.reconcile(enriched);
@@ -74,6 +93,10 @@ export class DevicePipeline {
   }
 
   handle(events: DeviceEvent[]): void {
+    if (this.held !== null) {
+      this.held.push(events);
+      return;
+    }
     const files: string[] = [];
     for (const e of events) {
       this.opts.metrics.inc('eventsReceived');

@@ -36,6 +36,8 @@ export interface StateStoreOptions {
   collect: () => Record<string, unknown>;
   /** Coalescing window: changes within it share one write and one fsync. */
   flushDelayMs?: number;
+  /** Longest a progress-only change (see `markProgress`) waits for a write. */
+  progressDelayMs?: number;
   file?: string;
 }
 
@@ -49,9 +51,13 @@ export class StateStore {
   private readonly path: string;
   private dirty = false;
   private timer: NodeJS.Timeout | undefined;
+  /** When the scheduled write is due (performance.now()), so a sooner need can advance it. */
+  private timerDue = 0;
   private flushing = false;
   private waiting: Array<() => void> = [];
   private failing = false;
+  /** The most urgent need that arrived while a write was under way. */
+  private pendingDelayMs = Infinity;
   private stopped = false;
   private inFlight: Promise<void> | null = null;
   /** How long the last write took: the next one waits at least twice that, so saving a large
@@ -96,7 +102,19 @@ export class StateStore {
   markDirty(): void {
     if (this.stopped) return;
     this.dirty = true;
-    this.schedule();
+    this.schedule(this.opts.flushDelayMs ?? 10);
+  }
+
+  /**
+   * A change that may reach the disk late: losing it in a crash costs a redelivery, never an
+   * event (e.g. an acknowledgement: the event is sent again with its HMD_SEQUENCE). Such
+   * changes are batched for up to `progressDelayMs`, so a burst of acknowledgements does not
+   * rewrite the state file every few milliseconds.
+   */
+  markProgress(): void {
+    if (this.stopped) return;
+    this.dirty = true;
+    this.schedule(this.opts.progressDelayMs ?? 1000);
   }
 
   /** Runs `cb` after the next write that includes every change made so far. */
@@ -105,12 +123,24 @@ export class StateStore {
     this.markDirty();
   }
 
-  private schedule(): void {
-    if (this.timer !== undefined || this.flushing) return;
+  private schedule(wantMs: number): void {
+    // While a write is under way, the next one is scheduled when it ends (and it reads the
+    // dirty flag then); a failing disk is retried once a second whatever the need.
+    if (this.flushing) {
+      this.pendingDelayMs = Math.min(this.pendingDelayMs, wantMs);
+      return;
+    }
+    const delay = this.failing ? 1000 : Math.max(wantMs, 2 * this.lastWriteMs);
+    const due = performance.now() + delay;
+    if (this.timer !== undefined) {
+      if (this.timerDue <= due) return;
+      clearTimeout(this.timer);
+    }
+    this.timerDue = due;
     this.timer = setTimeout(() => {
       this.timer = undefined;
       void this.flush();
-    }, this.failing ? 1000 : Math.max(this.opts.flushDelayMs ?? 10, 2 * this.lastWriteMs));
+    }, delay);
   }
 
   /**
@@ -147,7 +177,7 @@ export class StateStore {
       this.waiting = callbacks.concat(this.waiting);
       this.flushing = false;
       this.inFlight = null;
-      this.schedule();
+      this.schedule(1000);
       return;
     }
     this.flushing = false;
@@ -159,7 +189,9 @@ export class StateStore {
         this.opts.logger.error({ err: describeError(err) }, 'after-save callback failed');
       }
     }
-    if (this.dirty) this.schedule();
+    const need = this.pendingDelayMs;
+    this.pendingDelayMs = Infinity;
+    if (this.dirty) this.schedule(need === Infinity ? (this.opts.flushDelayMs ?? 10) : need);
   }
 
   /** Final write at shutdown (waits for a write under way first). */

@@ -33,7 +33,14 @@ export interface DispatcherOptions {
   /** Events kept for a stalled container before it is switched to resync. */
   queueLimit: number;
   metrics: Metrics;
+  /** A change that must reach the disk soon: a queue added, dropped or grown. */
   onDirty: () => void;
+  /**
+   * Delivery progress (a sequence number handed out, an acknowledgement): it may reach the disk
+   * late, since after a crash the same queue hands out the same numbers to the same events, and
+   * an event whose ack was not saved is sent again with its HMD_SEQUENCE.
+   */
+  onProgress: () => void;
   onMonitor?: (event: Record<string, unknown>) => void;
   clock?: () => number;
 }
@@ -185,6 +192,8 @@ export class Dispatcher {
       if (!q.told.has(id)) q.items.push({ kind: 'insert', deviceId: id, properties: props, replay: true, queuedAt: t });
     }
     q.resync = false;
+    // Saved promptly: the sequence numbers about to be handed out belong to these items.
+    this.opts.onDirty();
     this.opts.logger.info({ cid: q.cid, items: q.items.length }, 'resynchronising container');
   }
 
@@ -207,7 +216,7 @@ export class Dispatcher {
     const item = q.items.shift() as QueueItem;
     if (item.seq === undefined) {
       item.seq = q.nextSeq++;
-      this.opts.onDirty();
+      this.opts.onProgress();
     } else {
       this.opts.metrics.inc('redeliveries');
     }
@@ -278,7 +287,7 @@ export class Dispatcher {
     this.opts.metrics.inc('delivered');
     this.opts.metrics.observeLatency(t - item.queuedAt);
     this.opts.onMonitor?.({ type: 'delivered', container: q.cid, kind: item.kind, deviceId: item.deviceId, seq: item.seq, replay: item.replay, ms: t - sentAt });
-    this.opts.onDirty();
+    this.opts.onProgress();
     this.pump(q);
   }
 

@@ -80,6 +80,7 @@ describe('Dispatcher', () => {
       queueLimit: 4,
       metrics,
       onDirty: () => undefined,
+      onProgress: () => undefined,
     });
   });
   afterEach(() => {
@@ -287,6 +288,7 @@ describe('Dispatcher', () => {
       queueLimit: 4,
       metrics,
       onDirty: () => undefined,
+      onProgress: () => undefined,
     });
     const restored = await d2.restore(saved, async () => true);
     expect(restored).toEqual([A]);

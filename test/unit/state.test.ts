@@ -26,6 +26,32 @@ describe('StateStore', () => {
     await store.stop();
   });
 
+  it('batches progress for longer, but an urgent change brings the write forward', async () => {
+    const d = dir();
+    let n = 0;
+    const store = new StateStore({ dir: d, logger: silentLogger(), collect: () => ({ n: ++n }), flushDelayMs: 5, progressDelayMs: 400 });
+    const saved = (): number => {
+      try {
+        return (JSON.parse(readFileSync(join(d, 'state.json'), 'utf8')) as { n: number }).n;
+      } catch {
+        return 0;
+      }
+    };
+    for (let i = 0; i < 50; i++) store.markProgress();
+    await new Promise((r) => setTimeout(r, 100));
+    expect(n).toBe(0); // still waiting: progress alone is not urgent
+    const done: string[] = [];
+    store.afterDurable(() => done.push('urgent'));
+    await vi.waitFor(() => expect(done).toEqual(['urgent']));
+    expect(n).toBe(1); // one write carried the progress and the urgent change
+    store.markProgress();
+    await new Promise((r) => setTimeout(r, 100));
+    expect(n).toBe(1);
+    await vi.waitFor(() => expect(saved()).toBe(2), { timeout: 2000 });
+    await store.stop();
+    expect(n).toBe(2); // nothing left dirty: stop() writes nothing more
+  });
+
   it('loads what it saved; a corrupt file is moved aside and the daemon starts empty', async () => {
     const d = dir();
     const store = new StateStore({ dir: d, logger: silentLogger(), collect: () => ({ devices: { x: 1 } }) });
