@@ -100,6 +100,7 @@ export class Daemon {
       metrics: this.metrics,
       onDirty: () => this.state.markDirty(),
       onProgress: () => this.state.markProgress(),
+      afterDurable: (cb) => this.state.afterDurable(cb),
       onMonitor: (e) => this.monitor.emit(e),
     });
     this.registry.on('ready', (entry, info) => {

@@ -41,6 +41,8 @@ export interface DispatcherOptions {
    * an event whose ack was not saved is sent again with its HMD_SEQUENCE.
    */
   onProgress: () => void;
+  /** Runs `cb` once everything changed so far is on disk. */
+  afterDurable: (cb: () => void) => void;
   onMonitor?: (event: Record<string, unknown>) => void;
   clock?: () => number;
 }
@@ -192,20 +194,29 @@ export class Dispatcher {
       if (!q.told.has(id)) q.items.push({ kind: 'insert', deviceId: id, properties: props, replay: true, queuedAt: t });
     }
     q.resync = false;
-    // Saved promptly: the sequence numbers about to be handed out belong to these items.
-    this.opts.onDirty();
+    // The summary depends on the table of this moment: it is saved before its first item goes
+    // out, so that after a crash the same HMD_SEQUENCE numbers go to the same items (a client
+    // drops a number it has seen). Resyncs are rare; the wait is one state write.
+    q.savingResync = true;
+    this.opts.afterDurable(() => {
+      q.savingResync = false;
+      this.pump(q);
+    });
     this.opts.logger.info({ cid: q.cid, items: q.items.length }, 'resynchronising container');
   }
 
   private pump(q: ContainerQueue): void {
-    if (q.closed || q.inFlight !== null || q.retryTimer !== undefined) return;
+    if (q.closed || q.inFlight !== null || q.retryTimer !== undefined || q.savingResync) return;
     if (q.items.length === 0 && !q.resync) return;
     if (q.ownerState !== 'verified' || q.owner === null) {
       if (q.ownerState === 'unknown') void this.verifyOwner(q);
       return;
     }
     // The summary is computed only now that the container answers, so it is current.
-    if (q.resync && !q.stalled) this.buildResync(q);
+    if (q.resync && !q.stalled) {
+      this.buildResync(q);
+      return; // sent once the summary is saved
+    }
     if (q.items.length === 0) return;
     const conn = this.opts.pool.acquire();
     if (conn === null) {

@@ -32,6 +32,8 @@ export class ContainerQueue {
   inFlight: QueueItem | null = null;
   stalled = false;
   resync = false;
+  /** A resync's summary was just built: nothing is sent until it is on disk. */
+  savingResync = false;
   told = new Set<string>();
   delivered = 0;
   timeouts = 0;

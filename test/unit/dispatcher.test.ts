@@ -53,6 +53,12 @@ const flush = async (): Promise<void> => {
 
 const dev = (id: string, extra: Record<string, string> = {}): DeviceRecord => ({ id, properties: { DEVPATH: id, SUBSYSTEM: 'usb', ...extra } });
 
+/** State writes the dispatcher waits for; `saveState()` lands them. */
+let durable: Array<() => void> = [];
+const saveState = (): void => {
+  for (const cb of durable.splice(0)) cb();
+};
+
 describe('Dispatcher', () => {
   let conn: FakeConn;
   let devices: DeviceRecord[];
@@ -64,6 +70,7 @@ describe('Dispatcher', () => {
 
   beforeEach(() => {
     vi.useFakeTimers();
+    durable = [];
     conn = new FakeConn();
     devices = [];
     owners = new Map([[agentBusName(A), ':1.10'], [agentBusName(B), ':1.20']]);
@@ -81,6 +88,7 @@ describe('Dispatcher', () => {
       metrics,
       onDirty: () => undefined,
       onProgress: () => undefined,
+      afterDurable: (cb) => durable.push(cb),
     });
   });
   afterEach(() => {
@@ -92,6 +100,8 @@ describe('Dispatcher', () => {
   const ackAll = async (): Promise<void> => {
     await flush();
     for (let guard = 0; guard < 1000; guard++) {
+      saveState();
+      await flush();
       const open = conn.calls.filter((c) => !(c as { done?: boolean }).done);
       if (open.length === 0) return;
       for (const c of open) {
@@ -177,6 +187,11 @@ describe('Dispatcher', () => {
     d.publish({ kind: 'remove', deviceId: '/devices/gone', properties: { DEVPATH: '/devices/gone', LAST: 'yes' } });
     expect(d.status(A)?.['resync']).toBe(true);
     expect(metrics.get('resyncs')).toBe(1);
+    // It answers: the summary is built and saved before its first item goes out.
+    conn.calls[2]?.resolve();
+    await flush();
+    expect(conn.calls).toHaveLength(3);
+    expect(durable.length).toBeGreaterThan(0);
     await ackAll();
     const after = conn.calls.slice(3).map((c) => [c.member, c.body[0], (c.body[1] as Record<string, string>)['HMD_REPLAY'] ?? '']);
     expect(after).toEqual([
@@ -289,6 +304,7 @@ describe('Dispatcher', () => {
       metrics,
       onDirty: () => undefined,
       onProgress: () => undefined,
+      afterDurable: (cb) => durable.push(cb),
     });
     const restored = await d2.restore(saved, async () => true);
     expect(restored).toEqual([A]);
