@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { CONTAINER_ID_RE, DEFAULT_SPOOL_DIR, DEFAULT_STATE_DIR } from '../constants.js';
+import { CGROUP_PARENT_RE } from '../containers/identity.js';
 
 /**
  * The configuration file (DESIGN A3). Every key is optional; the names of DESIGN A3 are fixed,
@@ -47,6 +48,10 @@ export const configSchema = z
         runtimes: z.array(z.enum(['docker', 'podman', 'containerd'])).default(['docker']),
         /** UID -> container ID, for user-namespaced hubs where the cgroup does not tell. */
         uidMap: z.record(z.string().regex(/^[0-9]+$/, 'a decimal uid'), z.string().regex(CONTAINER_ID_RE, 'a 64-hex container ID')).default({}),
+        /** Cgroup paths given to Docker's --cgroup-parent (as /proc/PID/cgroup shows them). */
+        dockerCgroupParents: z
+          .array(z.string().regex(CGROUP_PARENT_RE, 'an absolute cgroup path like "/hub-apps" or "/hub.slice", outside /user.slice'))
+          .default([]),
       })
       .prefault({}),
   })

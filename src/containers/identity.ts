@@ -43,17 +43,38 @@ const PATTERNS: Record<Runtime, readonly RegExp[]> = {
 /** `hierarchy-ID:controller-list:path`; the path may itself contain colons. */
 const LINE_RE = /^(\d+):([^:]*):(\/.*)$/;
 
-function containerOfLine(line: string, runtimes: readonly Runtime[]): string | undefined {
+/**
+ * A cgroup path given to Docker's `--cgroup-parent`, as it shows in /proc/PID/cgroup: absolute,
+ * plain components, and outside delegated subtrees (`/user.slice`), where anyone could make one.
+ */
+export const CGROUP_PARENT_RE = /^(?:\/(?!user\.slice(?:\/|$))(?!\.\.?(?:\/|$))[A-Za-z0-9_.@:-]+)+$/;
+
+const escapeRe = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/**
+ * The patterns for these runtimes, plus Docker containers under the configured parents: the
+ * cgroupfs driver puts them at `<parent>/<cid>`, the systemd driver at
+ * `<parent>/docker-<cid>.scope`.
+ */
+export function cgroupPatterns(runtimes: readonly Runtime[], dockerParents: readonly string[] = []): RegExp[] {
+  const out = runtimes.flatMap((r) => PATTERNS[r]);
+  for (const parent of dockerParents) {
+    if (!CGROUP_PARENT_RE.test(parent)) throw new Error(`not a cgroup parent path: ${JSON.stringify(parent)}`);
+    const p = escapeRe(parent);
+    out.push(new RegExp(`^${p}/${CID}${END}`), new RegExp(`^${p}/docker-${CID}\\.scope${END}`));
+  }
+  return out;
+}
+
+function containerOfLine(line: string, patterns: readonly RegExp[]): string | undefined {
   const m = LINE_RE.exec(line);
   if (!m) return undefined;
   const [, id, controllers, path] = m;
   // v2 is exactly `0::path`; a v1 line always names its controllers (or `name=…`).
   if ((id === '0') !== (controllers === '')) return undefined;
-  for (const runtime of runtimes) {
-    for (const re of PATTERNS[runtime]) {
-      const hit = re.exec(path ?? '');
-      if (hit?.[1] !== undefined) return hit[1];
-    }
+  for (const re of patterns) {
+    const hit = re.exec(path ?? '');
+    if (hit?.[1] !== undefined) return hit[1];
   }
   return undefined;
 }
@@ -62,10 +83,11 @@ function containerOfLine(line: string, runtimes: readonly Runtime[]): string | u
  * The rule of DESIGN Part B: any line (v1 controller line or v2 `0::` line) naming a container
  * counts; lines naming none are ignored; two different containers → ambiguous (caller unknown).
  */
-export function containerFromCgroup(text: string, runtimes: readonly Runtime[]): CgroupVerdict {
+export function containerFromCgroup(text: string, runtimes: readonly Runtime[] | readonly RegExp[]): CgroupVerdict {
+  const patterns = runtimes.every((r) => r instanceof RegExp) ? (runtimes as readonly RegExp[]) : cgroupPatterns(runtimes as readonly Runtime[]);
   const cids = new Set<string>();
   for (const line of text.split('\n')) {
-    const cid = containerOfLine(line, runtimes);
+    const cid = containerOfLine(line, patterns);
     if (cid !== undefined) cids.add(cid);
   }
   const [first, ...rest] = [...cids];
@@ -83,6 +105,7 @@ const optionsSchema = z.object({
   procRoot: z.string().min(1).default('/proc'),
   runtimes: z.array(z.enum(['docker', 'podman', 'containerd'])).min(1),
   uidMap: z.record(z.string().regex(/^(0|[1-9][0-9]*)$/, 'a decimal uid'), z.string().regex(CONTAINER_ID_RE, 'a 64-hex container ID')),
+  dockerCgroupParents: z.array(z.string().regex(CGROUP_PARENT_RE)).default([]),
   cacheLimit: z.number().int().positive().default(DEFAULT_CACHE_LIMIT),
 });
 
@@ -93,6 +116,8 @@ export interface CallerIdentifierOptions {
   procRoot?: string;
   runtimes: readonly Runtime[];
   uidMap: Record<string, string>;
+  /** Docker `--cgroup-parent` paths whose children are containers too. */
+  dockerCgroupParents?: readonly string[];
   logger: Logger;
   cacheLimit?: number;
 }
@@ -140,18 +165,18 @@ export class CallerIdentifier {
   private readonly bus: Pick<BusConnection, 'getCredentials'>;
   private readonly log: Logger;
   private readonly procRoot: string;
-  private readonly runtimes: readonly Runtime[];
+  private readonly patterns: readonly RegExp[];
   private readonly uidMap: ReadonlyMap<number, string>;
   private readonly cacheLimit: number;
   /** Insertion order is recency order: a hit is moved to the end, the front is evicted. */
   private readonly cache = new Map<string, Slot>();
 
   constructor(opts: CallerIdentifierOptions) {
-    const o = optionsSchema.parse({ procRoot: opts.procRoot, runtimes: opts.runtimes, uidMap: opts.uidMap, cacheLimit: opts.cacheLimit });
+    const o = optionsSchema.parse({ procRoot: opts.procRoot, runtimes: opts.runtimes, uidMap: opts.uidMap, dockerCgroupParents: opts.dockerCgroupParents, cacheLimit: opts.cacheLimit });
     this.bus = opts.bus;
     this.log = opts.logger.child({ component: 'identity' });
     this.procRoot = o.procRoot;
-    this.runtimes = o.runtimes;
+    this.patterns = cgroupPatterns(o.runtimes, o.dockerCgroupParents);
     this.uidMap = new Map(Object.entries(o.uidMap).map(([uid, cid]) => [Number(uid), cid]));
     this.cacheLimit = o.cacheLimit;
   }
@@ -239,7 +264,7 @@ export class CallerIdentifier {
       return { identity: { kind: 'unknown', reason, pid, uid }, cacheable: dead || tooLarge };
     }
 
-    return { identity: this.decide(sender, pid, uid, containerFromCgroup(text, this.runtimes)), cacheable: true };
+    return { identity: this.decide(sender, pid, uid, containerFromCgroup(text, this.patterns)), cacheable: true };
   }
 
   /** Combines the cgroup verdict with the UID map; the cgroup wins, disagreement is suspicious. */

@@ -75,6 +75,7 @@ export class Daemon {
       procRoot: this.opts.procRoot ?? '/proc',
       runtimes: config.identity.runtimes,
       uidMap: config.identity.uidMap,
+      dockerCgroupParents: config.identity.dockerCgroupParents,
       logger: logger.child({ component: 'identity' }),
     });
     this.registry = new Registry({ logger: logger.child({ component: 'registry' }) });
@@ -209,6 +210,7 @@ export class Daemon {
     this.table.setSubsystems(next.devices.subsystems);
     const needRestart: string[] = (['bus', 'spoolDir', 'stateDir'] as const).filter((k) => next[k] !== cur[k]);
     if (JSON.stringify(next.keystore) !== JSON.stringify(cur.keystore)) needRestart.push('keystore');
+    if (JSON.stringify(next.identity) !== JSON.stringify(cur.identity)) needRestart.push('identity');
     if (needRestart.length > 0) this.opts.logger.warn({ keys: needRestart }, 'these settings take effect at the next restart');
     this.opts.logger.info({ logLevel: next.logLevel, delivery: next.delivery, subsystems: next.devices.subsystems }, 'configuration reloaded');
   }

@@ -3,7 +3,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { DAEMON_BUS_NAME, DAEMON_OBJECT_PATH, CONTAINER_INTERFACE } from '../../src/constants.js';
 import type { BusConnection } from '../../src/bus/types.js';
 import { e2eBlocker, REPO, startPrivateBus, type PrivateBus } from './support/dbus.js';
-import { FakeContainer, killAllContainers, type CgroupFlavour } from './support/containers.js';
+import { FakeContainer, TEST_CGROUP_PARENTS, killAllContainers, removeTestCgroupParents, type CgroupFlavour } from './support/containers.js';
 import { cleanupDirs, daemonDirs, eventually, getStatus, rootClient, startDaemon, type DaemonDirs, type DaemonProcess } from './support/daemon.js';
 
 const blocker = e2eBlocker();
@@ -25,7 +25,7 @@ describe.skipIf(blocker !== null)('foundation: the daemon on a private system bu
       addedUser = true;
     }
     bus = await startPrivateBus();
-    dirs = daemonDirs();
+    dirs = daemonDirs({ identity: { dockerCgroupParents: TEST_CGROUP_PARENTS } });
     daemon = await startDaemon(bus, dirs);
     root = await rootClient(bus);
   });
@@ -40,6 +40,7 @@ describe.skipIf(blocker !== null)('foundation: the daemon on a private system bu
     await bus?.stop();
     if (dirs) cleanupDirs(dirs);
     if (addedUser) spawnSync('userdel', ['hmdtest']);
+    removeTestCgroupParents();
   });
 
   const register = async (c: FakeContainer): Promise<[number, string]> => {
@@ -53,6 +54,8 @@ describe.skipIf(blocker !== null)('foundation: the daemon on a private system bu
     ['cgroup v1', 'v1', undefined],
     ['cgroup v2, systemd driver', 'v2', undefined],
     ['cgroup v2, cgroupfs driver', 'v2-cgroupfs', undefined],
+    ['cgroup v1 under a --cgroup-parent', 'v1-parent', undefined],
+    ['cgroup v2 under a --cgroup-parent slice', 'v2-parent-slice', undefined],
     ['a non-root uid (65534)', 'v1', 65534],
     ['the hub uid 7777775', 'v2', HUB_UID],
   ])('Register from a container on %s answers 0 and its agent name', async (_label, flavour, uid) => {

@@ -20,6 +20,7 @@ describe('config', () => {
     expect(c.delivery.timeoutMs).toBe(5000);
     expect(c.devices.subsystems).toEqual(['usb', 'tty', 'block', 'hidraw', 'video4linux', 'sound']);
     expect(c.devices.coldplug).toBe(true);
+    expect(c.identity.dockerCgroupParents).toEqual([]);
   });
 
   it('keeps given values and defaults the rest of a section', () => {
@@ -32,7 +33,7 @@ describe('config', () => {
   it('names the bad key and the file', () => {
     const dir = mkdtempSync(join(tmpdir(), 'hmd-cfg-'));
     const f = join(dir, 'c.json');
-    writeFileSync(f, JSON.stringify({ keystore: { limitBytes: 'big' }, devices: { colplug: true } }));
+    writeFileSync(f, JSON.stringify({ keystore: { limitBytes: 'big' }, devices: { colplug: true }, identity: { dockerCgroupParents: ['/user.slice/mine'] } }));
     let msg = '';
     try {
       loadConfig(f);
@@ -43,6 +44,7 @@ describe('config', () => {
     expect(msg).toContain(f);
     expect(msg).toContain('keystore.limitBytes');
     expect(msg).toContain('colplug');
+    expect(msg).toContain('identity.dockerCgroupParents.0');
   });
 
   it('rejects a file that is not JSON, and a named file that is missing', () => {

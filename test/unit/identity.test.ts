@@ -134,12 +134,13 @@ describe('CallerIdentifier', () => {
     mkdirSync(join(root, String(pid)), { recursive: true });
     writeFileSync(join(root, String(pid), 'cgroup'), text);
   };
-  const make = (opts: { uidMap?: Record<string, string>; runtimes?: Runtime[]; cacheLimit?: number; logger?: Logger } = {}): CallerIdentifier =>
+  const make = (opts: { uidMap?: Record<string, string>; runtimes?: Runtime[]; parents?: string[]; cacheLimit?: number; logger?: Logger } = {}): CallerIdentifier =>
     new CallerIdentifier({
       bus,
       procRoot: root,
       runtimes: opts.runtimes ?? DOCKER,
       uidMap: opts.uidMap ?? {},
+      ...(opts.parents === undefined ? {} : { dockerCgroupParents: opts.parents }),
       logger: opts.logger ?? silentLogger(),
       ...(opts.cacheLimit === undefined ? {} : { cacheLimit: opts.cacheLimit }),
     });
@@ -319,6 +320,21 @@ describe('CallerIdentifier', () => {
     expect(await make({ runtimes: ['docker', 'podman'] }).identify(':1.24')).toMatchObject({ kind: 'container', cid: A });
   });
 
+  it('docker --cgroup-parent: containers under a configured parent, both drivers, anchored', async () => {
+    bus.creds.set(':1.30', { pid: 910, uid: 0 });
+    bus.creds.set(':1.31', { pid: 911, uid: 0 });
+    bus.creds.set(':1.32', { pid: 912, uid: 0 });
+    writeCgroup(910, v1({ pids: `/hub-apps/${A}` }));
+    writeCgroup(911, `0::/hub.slice/docker-${B}.scope\n`);
+    // The same name further down (e.g. inside a user's delegated subtree) proves nothing.
+    writeCgroup(912, `0::/user.slice/user-1000.slice/hub-apps/${C}\n`);
+    expect(await make().identify(':1.30')).toMatchObject({ kind: 'unknown' });
+    const id = make({ parents: ['/hub-apps', '/hub.slice'] });
+    expect(await id.identify(':1.30')).toMatchObject({ kind: 'container', cid: A });
+    expect(await id.identify(':1.31')).toMatchObject({ kind: 'container', cid: B });
+    expect(await id.identify(':1.32')).toMatchObject({ kind: 'unknown' });
+  });
+
   it('the cache is bounded, least recently used first out', async () => {
     for (let i = 0; i < 4; i++) {
       bus.creds.set(`:1.${100 + i}`, { pid: 1000 + i, uid: 0 });
@@ -341,5 +357,9 @@ describe('CallerIdentifier', () => {
     expect(() => make({ uidMap: { abc: C } })).toThrow(/decimal uid/);
     expect(() => make({ uidMap: { '1000': A.toUpperCase() } })).toThrow(/64-hex/);
     expect(() => make({ runtimes: ['lxc' as Runtime] })).toThrow();
+    for (const bad of ['hub-apps', '/', '/hub/', '/user.slice', '/user.slice/x', '/a/../b', '/a b', '/a/.*']) {
+      expect(() => make({ parents: [bad] }), bad).toThrow();
+    }
+    expect(() => make({ parents: ['/hub-apps', '/machine.slice/hub@1.service'] })).not.toThrow();
   });
 });

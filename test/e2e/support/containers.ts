@@ -6,7 +6,7 @@ import { createInterface } from 'node:readline';
 import { REPO } from './dbus.js';
 import { forOtherUids } from './repo-view.js';
 
-export type CgroupFlavour = 'v1' | 'v2' | 'v2-cgroupfs';
+export type CgroupFlavour = 'v1' | 'v2' | 'v2-cgroupfs' | 'v1-parent' | 'v2-parent-slice';
 
 const V1_ROOT = '/sys/fs/cgroup/pids';
 const V2_ROOT = '/sys/fs/cgroup/unified';
@@ -22,6 +22,25 @@ export function cgroupDir(flavour: CgroupFlavour, cid: string): string {
       return join(V2_ROOT, 'system.slice', `docker-${cid}.scope`);
     case 'v2-cgroupfs':
       return join(V2_ROOT, 'docker', cid);
+    // Docker's --cgroup-parent (daemon config identity.dockerCgroupParents = TEST_CGROUP_PARENTS).
+    case 'v1-parent':
+      return join(V1_ROOT, 'hmd-test-apps', cid);
+    case 'v2-parent-slice':
+      return join(V2_ROOT, 'hmd-test.slice', `docker-${cid}.scope`);
+  }
+}
+
+/** The cgroup parents of the '-parent' flavours, as /proc/PID/cgroup shows them. */
+export const TEST_CGROUP_PARENTS = ['/hmd-test-apps', '/hmd-test.slice'];
+
+/** Removes the parents' folders once no container is left in them. */
+export function removeTestCgroupParents(): void {
+  for (const dir of [join(V1_ROOT, 'hmd-test-apps'), join(V2_ROOT, 'hmd-test.slice')]) {
+    try {
+      rmdirSync(dir);
+    } catch {
+      // absent, or still in use by a container being torn down: a later run removes it
+    }
   }
 }
 
