@@ -160,7 +160,7 @@ export class Daemon {
       metrics: this.metrics,
       state: this.state,
       publish: (n) => this.dispatcher.publish(n),
-      monitor: (e: Record<string, unknown>) => this.monitor.emit(e),
+      monitor: (e) => this.monitor.emit(e),
     });
     await this.pipeline.start();
     this.state.markDirty();

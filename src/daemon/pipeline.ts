@@ -17,7 +17,8 @@ export interface PipelineOptions {
   metrics: Metrics;
   state: StateStore;
   publish: (n: DeviceNotification) => void;
-  monitor: (e: Record<string, unknown>) => void;
+  /** For `hmd monitor`: the event is built only when someone is watching. */
+  monitor: (e: () => Record<string, unknown>) => void;
   /** The devices present now, for the start-up reconcile; default: the udev database. */
   enumerate?: () => Promise<DeviceRecord[] | null>;
 }
@@ -104,7 +105,7 @@ export class DevicePipeline {
       const n = this.opts.table.apply(e.action === 'remove' ? e : { ...e, properties: this.enrich(e.properties) });
       if (n === null) this.opts.metrics.inc('eventsIgnored');
       else this.opts.publish(n);
-      this.opts.monitor({ type: 'event', action: e.action, devpath: e.devpath, subsystem: e.subsystem, seqnum: e.seqnum?.toString() ?? null, source: e.source, notified: n?.kind ?? null });
+      this.opts.monitor(() => ({ type: 'event', action: e.action, devpath: e.devpath, subsystem: e.subsystem, seqnum: e.seqnum?.toString() ?? null, source: e.source, notified: n?.kind ?? null }));
     }
     if (files.length > 0) {
       const spool = this.spool;

@@ -43,7 +43,8 @@ export interface DispatcherOptions {
   onProgress: () => void;
   /** Runs `cb` once everything changed so far is on disk. */
   afterDurable: (cb: () => void) => void;
-  onMonitor?: (event: Record<string, unknown>) => void;
+  /** For `hmd monitor`: the event is built only when someone is watching. */
+  onMonitor?: (event: () => Record<string, unknown>) => void;
   clock?: () => number;
 }
 
@@ -166,7 +167,7 @@ export class Dispatcher {
       q.ownerState = 'squatted';
       this.opts.metrics.inc('squatAttempts');
       this.opts.logger.warn({ cid: q.cid, name: q.busName, owner, ownerContainer: cid }, 'agent name owned by a connection of another container or the host: nothing is delivered to it');
-      this.opts.onMonitor?.({ type: 'squat', container: q.cid, owner, ownerContainer: cid });
+      this.opts.onMonitor?.(() => ({ type: 'squat', container: q.cid, owner, ownerContainer: cid }));
       return;
     }
     q.owner = owner;
@@ -247,7 +248,7 @@ export class Dispatcher {
       q.timeouts++;
       this.opts.metrics.inc('timeouts');
       this.opts.logger.warn({ cid: q.cid, seq: item.seq, timeoutMs: this.opts.timeoutMs }, 'container did not acknowledge in time: stalled (its queue is kept; nothing else is sent to it until it answers)');
-      this.opts.onMonitor?.({ type: 'stalled', container: q.cid, seq: item.seq });
+      this.opts.onMonitor?.(() => ({ type: 'stalled', container: q.cid, seq: item.seq }));
     }, this.opts.timeoutMs);
     q.stallTimer.unref();
     // No local deadline on the call itself: its bus slot stays taken until the container
@@ -297,7 +298,7 @@ export class Dispatcher {
     else q.told.delete(item.deviceId);
     this.opts.metrics.inc('delivered');
     this.opts.metrics.observeLatency(t - item.queuedAt);
-    this.opts.onMonitor?.({ type: 'delivered', container: q.cid, kind: item.kind, deviceId: item.deviceId, seq: item.seq, replay: item.replay, ms: t - sentAt });
+    this.opts.onMonitor?.(() => ({ type: 'delivered', container: q.cid, kind: item.kind, deviceId: item.deviceId, seq: item.seq, replay: item.replay, ms: t - sentAt }));
     this.opts.onProgress();
     this.pump(q);
   }
