@@ -299,7 +299,10 @@ export class Dispatcher {
     this.opts.metrics.inc('delivered');
     this.opts.metrics.observeLatency(t - item.queuedAt);
     this.opts.onMonitor?.(() => ({ type: 'delivered', container: q.cid, kind: item.kind, deviceId: item.deviceId, seq: item.seq, replay: item.replay, ms: t - sentAt }));
-    this.opts.onProgress();
+    // The ack of HMD_SEQUENCE 1 is saved at once: a container cannot tell a repeat of 1 after a
+    // crash from the start of a fresh run (which also begins at 1), so it must not come again.
+    if (item.seq === 1) this.opts.onDirty();
+    else this.opts.onProgress();
     this.pump(q);
   }
 

@@ -55,6 +55,8 @@ const dev = (id: string, extra: Record<string, string> = {}): DeviceRecord => ({
 
 /** State writes the dispatcher waits for; `saveState()` lands them. */
 let durable: Array<() => void> = [];
+/** What the dispatcher asked of the state store, in order. */
+let saves: string[] = [];
 const saveState = (): void => {
   for (const cb of durable.splice(0)) cb();
 };
@@ -71,6 +73,7 @@ describe('Dispatcher', () => {
   beforeEach(() => {
     vi.useFakeTimers();
     durable = [];
+    saves = [];
     conn = new FakeConn();
     devices = [];
     owners = new Map([[agentBusName(A), ':1.10'], [agentBusName(B), ':1.20']]);
@@ -86,8 +89,8 @@ describe('Dispatcher', () => {
       timeoutMs: 1000,
       queueLimit: 4,
       metrics,
-      onDirty: () => undefined,
-      onProgress: () => undefined,
+      onDirty: () => saves.push('dirty'),
+      onProgress: () => saves.push('progress'),
       afterDurable: (cb) => durable.push(cb),
     });
   });
@@ -129,6 +132,19 @@ describe('Dispatcher', () => {
     const replay = conn.calls.map((c) => (c.body[1] as Record<string, string>)['HMD_REPLAY']);
     expect(replay).toEqual(['1', '1', undefined, undefined]);
     expect(conn.calls.every((c) => c.dest === ':1.10' && c.path.endsWith(`C_${A}`))).toBe(true);
+  });
+
+  it('saves the ack of HMD_SEQUENCE 1 at once, later acks in batches', async () => {
+    devices = [dev('/devices/x1'), dev('/devices/x2'), dev('/devices/x3')];
+    d.ready(A, ':1.10', true);
+    await flush();
+    saves = [];
+    for (let i = 0; i < 3; i++) {
+      conn.calls[i]?.resolve();
+      await flush();
+    }
+    // Each ack: the ack itself, then the next call's sequence number handed out.
+    expect(saves).toEqual(['dirty', 'progress', 'progress', 'progress', 'progress']);
   });
 
   it('keeps at most one call in flight per container', async () => {
