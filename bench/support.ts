@@ -9,12 +9,11 @@ import { appendFileSync, readFileSync, readdirSync, renameSync, writeFileSync } 
 import { join } from 'node:path';
 import type { BusConnection } from '../src/bus/types.js';
 import { EVENTS_INTERFACE, agentObjectPath } from '../src/constants.js';
-import { packageFile } from '../src/paths.js';
 import { spoolName } from '../src/sources/spool-file.js';
 import { REPO, startPrivateBus, type PrivateBus } from '../test/e2e/support/dbus.js';
 import { FakeContainer, killAllContainers } from '../test/e2e/support/containers.js';
 import { usbDevice } from '../test/e2e/support/events.js';
-import { cleanupDirs, daemonDirs, eventually, getStatus, rootClient, startDaemon, type DaemonDirs, type DaemonProcess } from '../test/e2e/support/daemon.js';
+import { cleanupDirs, daemonDirs, eventually, getStatus, rootClient, startDaemon, unitEnvironment, type DaemonDirs, type DaemonProcess } from '../test/e2e/support/daemon.js';
 
 /** One line of the results table. Latency rows carry percentiles; rate/ratio/size rows a value. */
 export interface Row {
@@ -133,21 +132,6 @@ function spawnDaemon(bus: PrivateBus, dirs: DaemonDirs, nodeArgs: string[]): Pro
       return warn;
     },
   });
-}
-
-/**
- * The `Environment=` of systemd/veea-hmd.service (node and malloc settings), so that the daemon
- * is measured as it runs on a hub. `NODE_OPTIONS` of the benchmark's own shell is not passed on.
- */
-export function unitEnvironment(): Record<string, string> {
-  const unit = readFileSync(packageFile('systemd/veea-hmd.service'), 'utf8');
-  const env: Record<string, string> = { NODE_OPTIONS: '' };
-  for (const line of unit.split('\n')) {
-    const m = /^Environment=(.*)$/.exec(line.trim());
-    if (!m) continue;
-    for (const a of (m[1] as string).matchAll(/"([^"=]+)=([^"]*)"|([^\s"=]+)=(\S*)/g)) env[(a[1] ?? a[3]) as string] = (a[2] ?? a[4]) as string;
-  }
-  return env;
 }
 
 /**

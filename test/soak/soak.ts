@@ -14,7 +14,7 @@ import { parseArgs } from 'node:util';
 import { replayFixture } from '../../src/cli/replay.js';
 import { listFixtures } from '../../src/devices/fixtures.js';
 import { FakeContainer, killAllContainers, type ContainerEvent } from '../e2e/support/containers.js';
-import { cleanupDirs, daemonDirs, getStatus, rootClient, startDaemon } from '../e2e/support/daemon.js';
+import { cleanupDirs, daemonDirs, getStatus, rootClient, startDaemon, unitEnvironment } from '../e2e/support/daemon.js';
 import { e2eBlocker, startPrivateBus } from '../e2e/support/dbus.js';
 import { seededRng } from '../reliability/support/rng.js';
 
@@ -37,7 +37,8 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 const STATS_POLICY = `<policy user="root"><allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Debug.Stats"/></policy>`;
 const bus = await startPrivateBus({ extraConfig: STATS_POLICY });
 const dirs = daemonDirs({ delivery: { timeoutMs: 2000 } });
-const daemon = await startDaemon(bus, dirs);
+// As the unit runs it (node and malloc settings), so that the RSS figures mean something.
+const daemon = await startDaemon(bus, dirs, { env: unitEnvironment() });
 const root = await rootClient(bus);
 const pid = daemon.proc.pid as number;
 log(`seed ${seed}, ${minutes} min, daemon pid ${pid}, fixtures: ${listFixtures().join(' ')}`);

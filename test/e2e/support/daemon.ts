@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -44,6 +44,24 @@ export function daemonDirs(config: Record<string, unknown> = {}): DaemonDirs {
   };
   writeFileSync(d.configFile, JSON.stringify(full, null, 2));
   return d;
+}
+
+/**
+ * The `Environment=` of systemd/veea-hmd.service (node and malloc settings), so that the daemon
+ * is measured as it runs on a hub (benchmarks, soak). `NODE_OPTIONS` of the caller's shell is not
+ * passed on.
+ */
+export function unitEnvironment(): Record<string, string> {
+  const unit = readFileSync(join(REPO, 'systemd', 'veea-hmd.service'), 'utf8');
+  const env: Record<string, string> = { NODE_OPTIONS: '' };
+  for (const line of unit.split('\n')) {
+    const m = /^Environment=(.*)$/.exec(line.trim());
+    if (!m) continue;
+    for (const a of (m[1] as string).matchAll(/"([^"=]+)=([^"]*)"|([^\s"=]+)=(\S*)/g)) env[(a[1] ?? a[3]) as string] = (a[2] ?? a[4]) as string;
+  }
+  // A unit without its memory settings would silently measure something else.
+  if (!env['NODE_OPTIONS'] || !env['MALLOC_ARENA_MAX']) throw new Error('systemd/veea-hmd.service: no NODE_OPTIONS/MALLOC_ARENA_MAX in Environment=');
+  return env;
 }
 
 export class DaemonProcess {
