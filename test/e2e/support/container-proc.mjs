@@ -2,9 +2,9 @@
 // and answers on stdout, one JSON object a line. It talks raw dbus-next on purpose, so the
 // daemon is tested against an implementation other than its own client library.
 import * as dbus from '@jellybrick/dbus-next';
-import { out, serveCommands } from './command-loop.mjs';
+import { connectRaw, out, serveCommands } from './command-loop.mjs';
 
-const { Message, MessageType, sessionBus } = dbus;
+const { Message, MessageType } = dbus;
 let bus = null;
 let eventsMode = 'ack';
 let ackDelayMs = 0;
@@ -23,12 +23,7 @@ function callDaemon(member, signature = '', body = [], iface = 'io.veea.VeeaHub.
 async function handle(cmd) {
   switch (cmd.op) {
     case 'connect': {
-      bus = sessionBus({ busAddress: cmd.address });
-      await new Promise((res, rej) => {
-        bus.once('connect', res);
-        bus.once('error', rej);
-      });
-      bus.on('error', () => {});
+      bus = await connectRaw(cmd.address);
       return { name: bus.name };
     }
     case 'call': {

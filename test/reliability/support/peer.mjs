@@ -5,9 +5,9 @@
 //    errors the library raises before sending are told apart as {local} (a generator bug);
 //  - `flood`: Register and Ready at full speed, `inFlight` at a time, for `ms` milliseconds.
 import * as dbus from '@jellybrick/dbus-next';
-import { out, serveCommands } from '../../e2e/support/command-loop.mjs';
+import { connectRaw, out, serveCommands } from '../../e2e/support/command-loop.mjs';
 
-const { Message, MessageType, Variant, sessionBus } = dbus;
+const { Message, MessageType, Variant } = dbus;
 const DAEMON = 'io.veea.VeeaHub.HardwareMonitoringDaemon';
 const PATH = '/io/veea/VeeaHub/HardwareMonitoringDaemon';
 const CONTAINER = `${DAEMON}.Container`;
@@ -58,12 +58,7 @@ async function flood(ms, inFlight) {
 async function handle(cmd) {
   switch (cmd.op) {
     case 'connect':
-      bus = sessionBus({ busAddress: cmd.address });
-      await new Promise((res, rej) => {
-        bus.once('connect', res);
-        bus.once('error', rej);
-      });
-      bus.on('error', () => {});
+      bus = await connectRaw(cmd.address);
       return { name: bus.name };
     case 'call':
       return call(cmd.member, cmd.signature, cmd.body, cmd.iface === undefined ? CONTAINER : cmd.iface, cmd.path ?? PATH);
