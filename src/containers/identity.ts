@@ -52,14 +52,13 @@ export const CGROUP_PARENT_RE = /^(?:\/(?!user\.slice(?:\/|$))(?!\.\.?(?:\/|$))[
 const escapeRe = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 /**
- * The patterns for these runtimes, plus Docker containers under the configured parents: the
- * cgroupfs driver puts them at `<parent>/<cid>`, the systemd driver at
- * `<parent>/docker-<cid>.scope`.
+ * The patterns for these runtimes, plus Docker containers under the configured parents (checked
+ * against CGROUP_PARENT_RE by the caller): the cgroupfs driver puts them at `<parent>/<cid>`,
+ * the systemd driver at `<parent>/docker-<cid>.scope`.
  */
 export function cgroupPatterns(runtimes: readonly Runtime[], dockerParents: readonly string[] = []): RegExp[] {
   const out = runtimes.flatMap((r) => PATTERNS[r]);
   for (const parent of dockerParents) {
-    if (!CGROUP_PARENT_RE.test(parent)) throw new Error(`not a cgroup parent path: ${JSON.stringify(parent)}`);
     const p = escapeRe(parent);
     out.push(new RegExp(`^${p}/${CID}${END}`), new RegExp(`^${p}/docker-${CID}\\.scope${END}`));
   }
@@ -83,8 +82,7 @@ function containerOfLine(line: string, patterns: readonly RegExp[]): string | un
  * The rule of DESIGN Part B: any line (v1 controller line or v2 `0::` line) naming a container
  * counts; lines naming none are ignored; two different containers → ambiguous (caller unknown).
  */
-export function containerFromCgroup(text: string, runtimes: readonly Runtime[] | readonly RegExp[]): CgroupVerdict {
-  const patterns = runtimes.every((r) => r instanceof RegExp) ? (runtimes as readonly RegExp[]) : cgroupPatterns(runtimes as readonly Runtime[]);
+export function containerFromCgroup(text: string, patterns: readonly RegExp[]): CgroupVerdict {
   const cids = new Set<string>();
   for (const line of text.split('\n')) {
     const cid = containerOfLine(line, patterns);

@@ -31,9 +31,9 @@ export class MonitorHub {
   }
 
   /** `event` is built only when someone subscribed: most of the time nobody watches. */
-  emit(event: Record<string, unknown> | (() => Record<string, unknown>)): void {
+  emit(event: () => Record<string, unknown>): void {
     if (this.subscribers.size === 0 || this.bus === null) return;
-    const text = JSON.stringify({ time: new Date().toISOString(), ...(typeof event === 'function' ? event() : event) });
+    const text = JSON.stringify({ time: new Date().toISOString(), ...event() });
     for (const s of this.subscribers) {
       try {
         this.bus.emitSignal(DAEMON_OBJECT_PATH, ADMIN_INTERFACE, 'Monitor', 's', [text], s);

@@ -2,7 +2,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CGROUP_READ_LIMIT, CallerIdentifier, containerFromCgroup, type CgroupVerdict, type Runtime } from '../../src/containers/identity.js';
+import { CGROUP_READ_LIMIT, CallerIdentifier, cgroupPatterns, containerFromCgroup, type CgroupVerdict, type Runtime } from '../../src/containers/identity.js';
 import { RemoteError, type Credentials } from '../../src/bus/types.js';
 import { createLogger, silentLogger, type Logger } from '../../src/log.js';
 
@@ -101,7 +101,7 @@ const rows: Row[] = [
 
 describe('containerFromCgroup', () => {
   it.each(rows)('%s', (_name, text, runtimes, expected) => {
-    expect(containerFromCgroup(text, runtimes)).toEqual(expected);
+    expect(containerFromCgroup(text, cgroupPatterns(runtimes))).toEqual(expected);
   });
 });
 
